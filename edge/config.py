@@ -1,0 +1,172 @@
+"""Node configuration: TOML files validated at start-up.
+
+Validation happens before any camera or model is opened so that a typo stops the node with
+one line naming the bad key, instead of a surprise mid-deployment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).parent / "data" / "default.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeSection(_Section):
+    node_id: str = Field("edge-node-1", min_length=1, max_length=64)
+    camera: str = Field("camera-1", min_length=1, max_length=128)
+
+
+class SourceSection(_Section):
+    reconnect_initial_s: float = Field(0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(30.0, gt=0, le=600)
+    max_reconnects: int = Field(0, ge=0, description="0 = keep trying forever")
+    realtime: bool | None = Field(
+        None, description="None: live for cameras/URLs, file-paced off for files and folders"
+    )
+    max_width: int = Field(1920, ge=160, le=7680)
+
+
+class DetectorSection(_Section):
+    kind: Literal["yunet", "insightface"] = "yunet"
+    model: str = "yunet_2023mar"
+    sha256: str | None = None
+    score_threshold: float = Field(0.7, gt=0, lt=1)
+    nms_threshold: float = Field(0.3, gt=0, lt=1)
+    min_face_px: int = Field(32, ge=8, le=1024)
+    input_width: int = Field(
+        0, ge=0, le=3840, description="detector input width; 0 = derive from min_face_px"
+    )
+    max_faces: int = Field(32, ge=1, le=256)
+
+
+class RecognizerSection(_Section):
+    kind: Literal["sface", "insightface"] = "sface"
+    model: str = "sface_2021dec"
+    sha256: str | None = None
+    max_batch: int = Field(16, ge=1, le=256)
+    threads: int = Field(0, ge=0, le=64, description="ONNX Runtime intra-op threads; 0 = auto")
+    providers: list[str] = Field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+
+
+class QualitySection(_Section):
+    enabled: bool = True
+    min_face_px: int = Field(32, ge=8, le=1024)
+    min_sharpness: float = Field(15.0, ge=0, description="variance of Laplacian on the aligned crop")
+    max_yaw_deg: float = Field(45.0, gt=0, le=90)
+    max_pitch_deg: float = Field(40.0, gt=0, le=90)
+
+
+class TrackerSection(_Section):
+    enabled: bool = True
+    iou_threshold: float = Field(0.3, gt=0, lt=1)
+    max_missed_frames: int = Field(10, ge=0, le=1000)
+    min_embeddings: int = Field(1, ge=1, le=50, description="embeddings fused before a decision")
+    max_embeddings: int = Field(5, ge=1, le=100, description="stop embedding a track after this many")
+    reembed_every: int = Field(5, ge=1, le=1000, description="frames between re-embeddings of a track")
+
+
+class MatchSection(_Section):
+    threshold: float = Field(0.45, gt=0, lt=1, description="cosine similarity to alert at")
+
+
+class AlertsSection(_Section):
+    endpoint: str = "tcp://127.0.0.1:5560"
+    outbox: str = "state/outbox.sqlite"
+    cooldown_s: float = Field(60.0, ge=0, le=86400, description="per subject, after a track alerted")
+    jpeg_quality: int = Field(90, ge=30, le=100)
+    console: bool = True
+    hub_public_key: str | None = None
+    node_secret_key: str | None = None
+
+
+class PrivacySection(_Section):
+    zeroize: bool = True
+    lock_memory: bool = True
+    ring_size: int = Field(4, ge=2, le=64, description="frame slots in the capture ring")
+
+
+class AuditSection(_Section):
+    path: str = "state/audit.jsonl"
+    ledger_interval_s: float = Field(60.0, gt=0, le=86400)
+
+
+class ModelsSection(_Section):
+    dir: str | None = None
+
+
+class MetricsSection(_Section):
+    port: int = Field(0, ge=0, le=65535, description="Prometheus port; 0 = off")
+
+
+class Config(_Section):
+    node: NodeSection = NodeSection()
+    source: SourceSection = SourceSection()
+    detector: DetectorSection = DetectorSection()
+    recognizer: RecognizerSection = RecognizerSection()
+    quality: QualitySection = QualitySection()
+    tracker: TrackerSection = TrackerSection()
+    match: MatchSection = MatchSection()
+    alerts: AlertsSection = AlertsSection()
+    privacy: PrivacySection = PrivacySection()
+    audit: AuditSection = AuditSection()
+    models: ModelsSection = ModelsSection()
+    metrics: MetricsSection = MetricsSection()
+
+    @field_validator("tracker")
+    @classmethod
+    def _tracker_consistent(cls, v: TrackerSection) -> TrackerSection:
+        if v.min_embeddings > v.max_embeddings:
+            raise ValueError("min_embeddings must be <= max_embeddings")
+        return v
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load default.toml, overlay the user's file and overrides, validate everything at once."""
+    data = _read_toml(DEFAULT_CONFIG)
+    if path is not None:
+        data = _merge(data, _read_toml(Path(path)))
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        where = f" in {path}" if path else ""
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise ConfigError(f"config{where}: {key}: {msg}{more}") from None

@@ -1,0 +1,83 @@
+"""Detect + align + embed for offline tools (watchlist enrolment, evaluation, tests).
+
+The live node never uses this: it runs the stages on privacy buffers in ``pipeline.py``.
+Enrolment and evaluation work on consented or research images and need the results as
+ordinary arrays, so :meth:`FaceEngine.faces` returns copies and then zeroes its buffers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edge.align import Aligner
+from edge.config import Config, load_config
+from edge.detect import make_detector
+from edge.embed import load_embedder
+from edge.privacy import FaceBuffers
+
+
+@dataclass
+class FaceResult:
+    bbox: np.ndarray  # x, y, w, h
+    score: float
+    landmarks: np.ndarray  # 5 x 2
+    embedding: np.ndarray  # L2-normalised
+    crop: np.ndarray  # aligned 112x112 BGR
+
+
+class FaceEngine:
+    """One detector + one recogniser, with their own small buffer set."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.detector = make_detector(cfg.detector, cfg.models.dir)
+        self.embedder = load_embedder(cfg.recognizer, cfg.models.dir)
+        self.aligner = Aligner(self.embedder.input_size)
+        self.bufs = FaceBuffers(cfg.detector.max_faces, self.embedder.dim, lock=False,
+                                input_size=self.embedder.input_size)
+
+    @classmethod
+    def from_config(cls, cfg: Config | None = None, **overrides: dict) -> FaceEngine:
+        return cls(cfg or load_config(overrides=overrides or None))
+
+    @property
+    def dim(self) -> int:
+        return self.embedder.dim
+
+    def faces(self, image: np.ndarray, pad: float = 0.0) -> list[FaceResult]:
+        """All faces in a BGR image, largest first. ``pad`` adds a black border (fraction of
+        the size) so tight face crops (LFW-style) still contain a whole face for the detector."""
+        if pad > 0:
+            ph, pw = int(image.shape[0] * pad), int(image.shape[1] * pad)
+            image = cv2.copyMakeBorder(image, ph, ph, pw, pw, cv2.BORDER_CONSTANT, value=0)
+        else:
+            ph = pw = 0
+        b = self.bufs
+        try:
+            n = self.detector(image, b)
+            idx = list(range(n))
+            self.aligner(image, b, idx)
+            self.embedder(b, n)
+            out = []
+            for i in range(n):
+                box = b.boxes[i].copy()
+                lmk = b.landmarks[i].copy()
+                box[0] -= pw
+                box[1] -= ph
+                lmk[:, 0] -= pw
+                lmk[:, 1] -= ph
+                out.append(FaceResult(box, float(b.scores[i]), lmk, b.emb[i].copy(),
+                                      b.crops[i].copy()))
+            out.sort(key=lambda f: -float(f.bbox[2] * f.bbox[3]))
+            return out
+        finally:
+            b.zeroize()
+
+    def embed_path(self, path: str, pad: float = 0.0) -> list[FaceResult]:
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"unreadable image: {path}")
+        return self.faces(img, pad)

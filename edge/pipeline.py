@@ -1,0 +1,340 @@
+"""Where a frame goes, top to bottom.
+
+    source -> detect -> track -> quality gate -> align -> embed -> match -> decide
+           -> (match only) alert -> zeroize every face buffer and the frame slot
+
+All face data lives in :mod:`edge.privacy` buffers for the duration of one frame. The only
+thing that leaves :meth:`Node.process` is an :class:`edge.alerts.Alert` for a likely match
+(with the matched face's crop as JPEG); everything else is overwritten with zeros in the
+``finally`` of ``process`` before the next frame is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from edge import quality as q
+from edge.alerts import Alert, describe
+from edge.align import Aligner
+from edge.config import Config
+from edge.detect import make_detector
+from edge.embed import load_embedder
+from edge.privacy import FaceBuffers, FrameRing
+from edge.sources import Frame, FrameSource
+from edge.track import Tracker
+from edge.watchlist import Watchlist
+
+log = logging.getLogger(__name__)
+
+STAGES = ("detect", "track", "align", "embed", "search", "alert", "zeroize")
+
+
+class AlertSink(Protocol):
+    """Where alerts go: the durable outbox sender, or a list in tests."""
+
+    def send(self, alert: Alert, jpeg: bytes, reference_jpeg: bytes | None = None) -> None: ...
+
+
+class AuditSink(Protocol):
+    def append(self, kind: str, data: dict) -> dict: ...
+
+
+@dataclass
+class NodeStats:
+    """Counts and timings only: safe to log, export as metrics and write to the ledger."""
+
+    frames: int = 0
+    frames_failed: int = 0
+    faces_seen: int = 0  # detections over all frames
+    faces_embedded: int = 0
+    faces_gated: dict[str, int] = field(default_factory=dict)
+    faces_discarded: int = 0  # detections that produced no alert (all their data zeroed)
+    alerts: int = 0
+    alerts_suppressed: int = 0  # matched again within the cool-down
+    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    zeroize_latency_s: list[float] = field(default_factory=list)  # decision -> zeroed
+    capture_to_alert_s: list[float] = field(default_factory=list)
+
+    def snapshot(self) -> dict:
+        lat = np.array(self.zeroize_latency_s or [0.0])
+        return {
+            "frames": self.frames,
+            "frames_failed": self.frames_failed,
+            "faces_seen": self.faces_seen,
+            "faces_embedded": self.faces_embedded,
+            "faces_gated": dict(self.faces_gated),
+            "faces_discarded": self.faces_discarded,
+            "alerts": self.alerts,
+            "alerts_suppressed": self.alerts_suppressed,
+            "zeroize_p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 3),
+            "zeroize_p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 3),
+            "zeroize_max_ms": round(float(lat.max()) * 1e3, 3),
+        }
+
+
+class Node:
+    """One camera's matching pipeline. ``process(frame)`` is the whole per-frame story."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        watchlist: Watchlist,
+        sink: AlertSink | None = None,
+        audit: AuditSink | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.watchlist = watchlist
+        self.sink = sink
+        self.audit = audit
+        self.clock = clock
+        self.detector = make_detector(cfg.detector, cfg.models.dir)
+        self.embedder = load_embedder(cfg.recognizer, cfg.models.dir)
+        if len(watchlist) and watchlist.dim != self.embedder.dim:
+            raise ValueError(
+                f"watchlist embeddings have {watchlist.dim} dims but the recogniser gives "
+                f"{self.embedder.dim}: the list was built with another model"
+            )
+        self.aligner = Aligner(self.embedder.input_size)
+        self.gate = q.QualityGate(cfg.quality)
+        self.tracker = Tracker(cfg.tracker)
+        self.bufs = FaceBuffers(
+            cfg.detector.max_faces, self.embedder.dim, zeroize=cfg.privacy.zeroize,
+            lock=cfg.privacy.lock_memory, input_size=self.embedder.input_size,
+        )
+        self.ring = FrameRing(cfg.privacy.ring_size, zeroize=cfg.privacy.zeroize,
+                              lock=cfg.privacy.lock_memory)
+        self.stats = NodeStats()
+        self.threshold = cfg.match.threshold
+        self._last_alert: dict[str, float] = {}  # subject -> time of last alert (cool-down)
+        self._ledger_prev = self.stats.snapshot()
+        self._ledger_at = time.monotonic()
+        self._stop = threading.Event()
+        self.stopped_reason = ""
+
+    # ------------------------------------------------------------------ per frame
+    def process(self, frame: Frame) -> list[Alert]:
+        """Run one frame through every stage; all face buffers are zeroed before returning."""
+        b = self.bufs
+        st = self.stats.stage_s
+        alerts: list[Alert] = []
+        decided_at = None
+        try:
+            t0 = time.perf_counter()
+            n = self.detector(frame.image, b)  # boxes, scores, landmarks -> b
+            t1 = time.perf_counter()
+            st["detect"] += t1 - t0
+            self.stats.faces_seen += n
+
+            tracks = self.tracker.update(b.boxes[:n], frame.index)
+            todo: list[int] = []
+            for i in range(n):
+                if not self.tracker.wants_embedding(tracks[i], frame.index):
+                    continue
+                reason = self.gate.pre(b.boxes[i], b.landmarks[i])
+                if reason != q.OK:
+                    self._gated(reason)
+                    continue
+                todo.append(i)
+            t2 = time.perf_counter()
+            st["track"] += t2 - t1
+
+            k = self.aligner(frame.image, b, todo)  # crops[0:k] follow todo's order
+            keep = self._post_gate(todo, k)
+            t3 = time.perf_counter()
+            st["align"] += t3 - t2
+
+            m = self.embedder(b, len(keep))  # emb[0:m]
+            t4 = time.perf_counter()
+            st["embed"] += t4 - t3
+            self.stats.faces_embedded += m
+
+            self.watchlist.search(b.emb[:m], b.sims, b.ids)
+            t5 = time.perf_counter()
+            st["search"] += t5 - t4
+
+            decided_at = self.clock()
+            for j in range(m):
+                i = keep[j]
+                t = tracks[i]
+                self.tracker.embedded(t, frame.index)
+                entry_idx = int(b.ids[j, 0])
+                if entry_idx < 0:
+                    continue
+                subject_id = self.watchlist.entries[entry_idx].subject_id
+                t.add_score(subject_id, entry_idx, float(b.sims[j, 0]))
+                fused = t.fused(subject_id, self.cfg.tracker.min_embeddings)
+                if fused >= self.threshold and not t.alerted:
+                    alert = self._alert(frame, i, j, t.track_id, subject_id,
+                                        t.best_entry[subject_id], fused, decided_at)
+                    t.alerted = True
+                    if alert is not None:
+                        alerts.append(alert)
+            st["alert"] += time.perf_counter() - t5
+            self.stats.faces_discarded += n - len(alerts)
+            self.stats.frames += 1
+            return alerts
+        finally:
+            tz = time.perf_counter()
+            b.zeroize()
+            self.ring.release(frame.slot)
+            done = time.perf_counter()
+            st["zeroize"] += done - tz
+            if decided_at is not None:
+                self.stats.zeroize_latency_s.append(done - tz)
+
+    def _gated(self, reason: str) -> None:
+        self.stats.faces_gated[reason] = self.stats.faces_gated.get(reason, 0) + 1
+
+    def _post_gate(self, todo: list[int], k: int) -> list[int]:
+        """Sharpness gate on the aligned crops; keeps crops[0:len(keep)] packed in order."""
+        keep: list[int] = []
+        b = self.bufs
+        for src in range(k):
+            reason = self.gate.post(b.crops[src])
+            if reason != q.OK:
+                self._gated(reason)
+                continue
+            dst = len(keep)
+            if dst != src:
+                b.crops[dst] = b.crops[src]
+            keep.append(todo[src])
+        return keep
+
+    def _alert(self, frame: Frame, i: int, j: int, track_id: int, subject_id: str,
+               entry_idx: int, score: float, decided_at: float) -> Alert | None:
+        """A likely match: build the alert (probe crop as JPEG) unless in the cool-down."""
+        last = self._last_alert.get(subject_id)
+        if last is not None and decided_at - last < self.cfg.alerts.cooldown_s:
+            self.stats.alerts_suppressed += 1
+            return None
+        self._last_alert[subject_id] = decided_at
+        match = self.watchlist.match_of(entry_idx, score)
+        box = [int(round(float(v))) for v in self.bufs.boxes[i]]
+        alert = Alert(
+            node_id=self.cfg.node.node_id,
+            camera=self.cfg.node.camera,
+            deployment_id=self.watchlist.meta.deployment_id,
+            track_id=track_id,
+            subject_id=subject_id,
+            display_name=match.subject.display_name,
+            category=match.subject.category,
+            score=round(score, 4),
+            threshold=self.threshold,
+            captured_at=frame.captured_at,
+            decided_at=decided_at,
+            frame_index=frame.index,
+            bbox=box,
+            reference_image_id=match.entry.entry_id,
+        )
+        jpeg = probe_jpeg(frame.image, box, self.cfg.alerts.jpeg_quality)
+        ref = self.watchlist.references.get(match.entry.entry_id)
+        self.stats.alerts += 1
+        self.stats.capture_to_alert_s.append(self.clock() - frame.captured_at)
+        if self.cfg.alerts.console:
+            print(describe(alert), flush=True)
+        if self.sink is not None:
+            self.sink.send(alert, jpeg, ref)
+        if self.audit is not None:
+            self.audit.append("alert", {
+                "alert_id": alert.alert_id, "subject_id": subject_id, "track_id": track_id,
+                "score": alert.score, "threshold": self.threshold, "frame_index": frame.index,
+                "camera": alert.camera,
+            })
+        return alert
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, source: FrameSource, max_frames: int = 0,
+            on_frame: Callable[[Frame, list[Alert]], None] | None = None) -> NodeStats:
+        """Process frames until the source ends, ``stop()`` or the watchlist window closes.
+
+        One bad frame never stops the node: its error is logged by type (never by content)
+        and counted, its buffers are zeroed like any other frame's.
+        """
+        last_window_check = 0.0
+        try:
+            for frame in source.frames():
+                now = self.clock()
+                if now - last_window_check >= 1.0:
+                    last_window_check = now
+                    if not self.watchlist.in_window(now):
+                        self.ring.release(frame.slot)
+                        self.stopped_reason = "watchlist window closed"
+                        log.warning("watchlist window closed: matching stopped")
+                        break
+                try:
+                    alerts = self.process(frame)
+                except Exception as exc:  # noqa: BLE001 - never die on one frame
+                    self.stats.frames_failed += 1
+                    log.error("frame %d failed in pipeline: %s (frame discarded)",
+                              frame.index, type(exc).__name__)
+                    alerts = []
+                if on_frame is not None:
+                    on_frame(frame, alerts)
+                self._maybe_ledger()
+                if self._stop.is_set() or (max_frames and self.stats.frames >= max_frames):
+                    self.stopped_reason = self.stopped_reason or "stopped"
+                    break
+            else:
+                self.stopped_reason = "source ended"
+        finally:
+            source.close()
+            self.ring.zeroize_all()
+            self.bufs.zeroize()
+            self._maybe_ledger(force=True)
+        return self.stats
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _maybe_ledger(self, force: bool = False) -> None:
+        """Append the deletion ledger for the last interval: counts and zeroize latency only."""
+        if self.audit is None:
+            return
+        if not force and time.monotonic() - self._ledger_at < self.cfg.audit.ledger_interval_s:
+            return
+        snap = self.stats.snapshot()
+        prev = self._ledger_prev
+        delta = {k: snap[k] - prev[k] for k in
+                 ("frames", "faces_seen", "faces_embedded", "faces_discarded", "alerts")}
+        lat = self.stats.zeroize_latency_s
+        window = np.array(lat[-10000:] or [0.0])
+        self.audit.append("ledger", {
+            "interval_s": round(time.monotonic() - self._ledger_at, 3),
+            **delta,
+            "zeroize_p50_ms": round(float(np.percentile(window, 50)) * 1e3, 3),
+            "zeroize_p99_ms": round(float(np.percentile(window, 99)) * 1e3, 3),
+            "zeroize_enabled": self.bufs.zeroize_enabled,
+        })
+        self._ledger_prev = snap
+        self._ledger_at = time.monotonic()
+        if len(lat) > 100_000:
+            del lat[:-10_000]
+
+
+def probe_jpeg(image: np.ndarray, box: list[int], quality: int = 90, margin: float = 0.3,
+               max_side: int = 320) -> bytes:
+    """The matched face with some context, for the officer's side-by-side comparison."""
+    h, w = image.shape[:2]
+    x, y, bw, bh = box
+    mx, my = int(bw * margin), int(bh * margin)
+    x0, y0 = max(0, x - mx), max(0, y - my)
+    x1, y1 = min(w, x + bw + mx), min(h, y + bh + my)
+    crop = image[y0:y1, x0:x1]
+    if crop.size == 0:
+        crop = image
+    scale = min(1.0, max_side / max(crop.shape[:2]))
+    if scale < 1.0:
+        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()

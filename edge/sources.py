@@ -1,0 +1,345 @@
+"""Frame sources: webcam index, video file, rtsp/http URL, image folder.
+
+Every source decodes straight into a :class:`edge.privacy.FrameRing` slot, so decoded pixels
+live only in buffers the privacy module zeroes. Live sources run a capture thread that keeps
+only the newest frames (older waiting frames are dropped and counted), and reconnect with
+exponential back-off. Files and folders are read to their end without dropping.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.errors import SourceError
+from edge.privacy import FrameRing
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class Frame:
+    """One decoded frame. ``image`` is a view of a ring slot; release it via the ring."""
+
+    index: int
+    captured_at: float  # unix time the frame was captured/decoded
+    slot: int
+    image: np.ndarray
+    name: str = ""  # file name for folder sources (not biometric)
+
+
+@dataclass
+class SourceStats:
+    """Counts only: what was read, dropped and why (never any pixels)."""
+
+    frames: int = 0
+    dropped_stale: int = 0
+    bad_frames: int = 0
+    reconnects: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def bad(self, reason: str) -> None:
+        self.bad_frames += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+
+def describe(spec: str) -> str:
+    """Kind of source a --source string means: webcam, url, folder or file."""
+    if spec.isdigit():
+        return "webcam"
+    if "://" in spec:
+        return "url"
+    if Path(spec).is_dir():
+        return "folder"
+    return "file"
+
+
+class FrameSource:
+    """Base: iterate frames; the caller releases each frame's slot back to the ring."""
+
+    live: bool = False
+
+    def __init__(self, ring: FrameRing, max_width: int = 1920) -> None:
+        self.ring = ring
+        self.max_width = max_width
+        self.stats = SourceStats()
+        self._stop = threading.Event()
+
+    def frames(self) -> Iterator[Frame]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self.stop()
+
+    def _check_shape(self, h: int, w: int) -> str | None:
+        if w > self.max_width or w < 16 or h < 16:
+            return f"frame size {w}x{h} outside 16..{self.max_width} px wide"
+        return None
+
+
+class ImageFolderSource(FrameSource):
+    """Images of a folder in name order; unreadable files are skipped with a counted reason."""
+
+    def __init__(self, folder: str | Path, ring: FrameRing, max_width: int = 1920) -> None:
+        super().__init__(ring, max_width)
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise SourceError(f"image folder not found: {self.folder}")
+        self.files = sorted(
+            p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+        if not self.files:
+            raise SourceError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {self.folder}")
+
+    def frames(self) -> Iterator[Frame]:
+        for i, path in enumerate(self.files):
+            if self._stop.is_set():
+                return
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is None:
+                self.stats.bad("unreadable image")
+                log.warning("skipped %s: unreadable or not an image", path.name)
+                continue
+            problem = self._check_shape(*img.shape[:2])
+            if problem:
+                img.fill(0)
+                self.stats.bad("bad frame size")
+                log.warning("skipped %s: %s", path.name, problem)
+                continue
+            self.ring.ensure_shape(img.shape)  # type: ignore[arg-type]
+            slot = self.ring.acquire()
+            assert slot is not None
+            buf = self.ring.slot(slot)
+            np.copyto(buf, img)
+            img.fill(0)  # the decoder's copy is ours too: clear it before it is freed
+            self.stats.frames += 1
+            yield Frame(i, time.time(), slot, buf, path.name)
+
+
+class CaptureSource(FrameSource):
+    """OpenCV VideoCapture for a file, a webcam index or a stream URL.
+
+    Files are read synchronously to their end. Webcams and URLs are ``live``: a capture
+    thread decodes continuously, keeps only the newest frames and reconnects with back-off.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        ring: FrameRing,
+        max_width: int = 1920,
+        live: bool | None = None,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        max_reconnects: int = 0,
+    ) -> None:
+        super().__init__(ring, max_width)
+        self.spec = spec
+        kind = describe(spec)
+        self.live = kind in ("webcam", "url") if live is None else live
+        self.kind = kind
+        self.reconnect_initial_s = reconnect_initial_s
+        self.reconnect_max_s = reconnect_max_s
+        self.max_reconnects = max_reconnects
+        if kind == "file" and not Path(spec).is_file():
+            raise SourceError(f"video file not found: {spec}")
+        self.cap = self._open()
+        if self.cap is None:
+            raise SourceError(f"cannot open {kind} source {self._safe_spec()}")
+        self.fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self._queue: queue.Queue[Frame | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._latest: list[Frame] = []
+        self._latest_lock = threading.Condition()
+        self._ended = False
+
+    def _safe_spec(self) -> str:
+        # never print credentials embedded in a stream URL
+        if "://" in self.spec and "@" in self.spec:
+            scheme, rest = self.spec.split("://", 1)
+            return f"{scheme}://***@{rest.split('@', 1)[1]}"
+        return self.spec
+
+    def _open(self) -> cv2.VideoCapture | None:
+        target: int | str = int(self.spec) if self.kind == "webcam" else self.spec
+        cap = cv2.VideoCapture(target)
+        if not cap.isOpened():
+            cap.release()
+            return None
+        return cap
+
+    def _read_into_slot(self, index: int) -> Frame | None | bool:
+        """Decode one frame into a free slot. Returns a Frame, None at end/failure, or False
+        for a bad frame that was skipped."""
+        assert self.cap is not None
+        if not self.cap.grab():
+            return None
+        shape = self.ring.shape
+        if shape is None:
+            ok, img = self.cap.retrieve()
+            if not ok or img is None:
+                self.stats.bad("decode failed")
+                return False
+            problem = self._check_shape(*img.shape[:2])
+            if problem or img.ndim != 3 or img.shape[2] != 3:
+                img.fill(0)
+                self.stats.bad("bad frame size")
+                log.warning("skipped frame %d: %s", index, problem or "not 3-channel")
+                return False
+            self.ring.ensure_shape(img.shape)
+            slot = self.ring.acquire()
+            assert slot is not None
+            np.copyto(self.ring.slot(slot), img)
+            img.fill(0)
+            return Frame(index, time.time(), slot, self.ring.slot(slot))
+        slot = self.ring.acquire(timeout=5.0)
+        if slot is None:
+            self.stats.bad("no free frame slot")
+            return False
+        buf = self.ring.slot(slot)
+        ok, img = self.cap.retrieve(buf)
+        if not ok or img is None:
+            self.ring.release(slot)
+            self.stats.bad("decode failed")
+            return False
+        if img is not buf:
+            # a frame of another size (stream changed resolution): re-shape the ring
+            self.ring.release(slot)
+            problem = self._check_shape(*img.shape[:2])
+            if problem or img.ndim != 3 or img.shape[2] != 3:
+                img.fill(0)
+                self.stats.bad("bad frame size")
+                log.warning("skipped frame %d: %s", index, problem or "not 3-channel")
+                return False
+            self.ring.ensure_shape(img.shape)
+            slot = self.ring.acquire(timeout=5.0)
+            if slot is None:
+                img.fill(0)
+                self.stats.bad("no free frame slot")
+                return False
+            np.copyto(self.ring.slot(slot), img)
+            img.fill(0)
+            buf = self.ring.slot(slot)
+        return Frame(index, time.time(), slot, buf)
+
+    def frames(self) -> Iterator[Frame]:
+        if not self.live:
+            yield from self._file_frames()
+        else:
+            yield from self._live_frames()
+
+    def _file_frames(self) -> Iterator[Frame]:
+        index = 0
+        consecutive_bad = 0
+        while not self._stop.is_set():
+            got = self._read_into_slot(index)
+            index += 1
+            if got is None:
+                return
+            if got is False:
+                consecutive_bad += 1
+                if consecutive_bad > 100:
+                    log.warning("source %s: 100 bad frames in a row, stopping", self._safe_spec())
+                    return
+                continue
+            consecutive_bad = 0
+            self.stats.frames += 1
+            yield got  # type: ignore[misc]
+
+    # ---- live: capture thread keeps the newest frames only ----
+    def _capture_loop(self) -> None:
+        index = 0
+        backoff = self.reconnect_initial_s
+        reconnects = 0
+        while not self._stop.is_set():
+            got = self._read_into_slot(index) if self.cap is not None else None
+            index += 1
+            if got is None:
+                if self.cap is not None:
+                    self.cap.release()
+                    self.cap = None
+                if self.max_reconnects and reconnects >= self.max_reconnects:
+                    log.error("source %s lost; giving up after %d reconnects",
+                              self._safe_spec(), reconnects)
+                    break
+                log.warning("source %s lost; reconnecting in %.1fs", self._safe_spec(), backoff)
+                if self._stop.wait(backoff):
+                    break
+                backoff = min(backoff * 2, self.reconnect_max_s)
+                reconnects += 1
+                self.stats.reconnects += 1
+                self.cap = self._open()
+                if self.cap is not None:
+                    backoff = self.reconnect_initial_s
+                continue
+            if got is False:
+                continue
+            self.stats.frames += 1
+            with self._latest_lock:
+                # keep only the newest frame waiting: drop (and zero) older ones
+                while self._latest:
+                    old = self._latest.pop(0)
+                    self.ring.release(old.slot)
+                    self.stats.dropped_stale += 1
+                self._latest.append(got)  # type: ignore[arg-type]
+                self._latest_lock.notify()
+        with self._latest_lock:
+            self._ended = True
+            self._latest_lock.notify_all()
+
+    def _live_frames(self) -> Iterator[Frame]:
+        self._thread = threading.Thread(target=self._capture_loop, name="capture", daemon=True)
+        self._thread.start()
+        while True:
+            with self._latest_lock:
+                self._latest_lock.wait_for(lambda: bool(self._latest) or self._ended, timeout=1.0)
+                if self._latest:
+                    frame = self._latest.pop(0)
+                elif self._ended:
+                    return
+                else:
+                    continue
+            yield frame
+
+    def close(self) -> None:
+        self.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        with self._latest_lock:
+            for f in self._latest:
+                self.ring.release(f.slot)
+            self._latest.clear()
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+def open_source(
+    spec: str,
+    ring: FrameRing,
+    max_width: int = 1920,
+    live: bool | None = None,
+    reconnect_initial_s: float = 0.5,
+    reconnect_max_s: float = 30.0,
+    max_reconnects: int = 0,
+) -> FrameSource:
+    """Open what ``--source`` names; raises SourceError with one clear line if it can't."""
+    kind = describe(spec)
+    if kind == "folder":
+        return ImageFolderSource(spec, ring, max_width)
+    return CaptureSource(
+        spec, ring, max_width, live, reconnect_initial_s, reconnect_max_s, max_reconnects
+    )

@@ -1,0 +1,231 @@
+"""The watchlist: a FAISS inner-product index of L2-normalised embeddings plus subject metadata.
+
+Several reference images per subject are kept as separate index entries mapped to one
+subject (top-1 over entries, reported per subject). Exact search (flat) for small lists;
+above ``HNSW_ABOVE`` entries an HNSW graph is used (see benchmarks/index_scale.py for the
+measurement behind the cut-over). On disk a watchlist is a set of named blobs that
+``edge.vault`` stores encrypted and authenticated.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from edge.errors import WatchlistError
+
+FORMAT_VERSION = 1
+# Flat search is exact; above this many entries HNSW answers faster (benchmarks/index_scale.py).
+HNSW_ABOVE = 50_000
+HNSW_M = 32
+
+
+@dataclass
+class Subject:
+    subject_id: str
+    display_name: str
+    category: str = ""
+    image_source: str = ""
+    date_added: str = ""
+
+
+@dataclass
+class Entry:
+    entry_id: str  # e.g. "S001/2" ; names the reference image
+    subject_id: str
+    image_name: str
+
+
+@dataclass
+class WatchlistMeta:
+    deployment_id: str = "unspecified"
+    authorising_officer: str = ""
+    window_start: float = 0.0  # unix time; 0 = no window (development lists only)
+    window_end: float = 0.0
+    created_at: float = field(default_factory=time.time)
+    model: str = ""
+    model_sha256: str = ""
+    dim: int = 0
+    index_type: str = "flat"
+    auto_destroy_hours: float = 24.0
+
+
+@dataclass
+class Match:
+    """Top-1 result for one probe: the best entry, its subject and cosine similarity."""
+
+    score: float
+    entry: Entry
+    subject: Subject
+
+
+class Watchlist:
+    """Index + metadata, loaded into RAM for matching."""
+
+    def __init__(self, meta: WatchlistMeta, subjects: dict[str, Subject], entries: list[Entry],
+                 embeddings: np.ndarray, references: dict[str, bytes] | None = None,
+                 index: faiss.Index | None = None) -> None:
+        if len(entries) != len(embeddings):
+            raise WatchlistError("watchlist entries and embeddings differ in count")
+        self.meta = meta
+        self.subjects = subjects
+        self.entries = entries
+        self.embeddings = np.ascontiguousarray(embeddings, np.float32)
+        self.references = references or {}
+        self.dim = int(self.embeddings.shape[1]) if len(self.embeddings) else meta.dim
+        self.meta.dim = self.dim
+        self.index = index if index is not None else build_index(self.embeddings, meta.index_type)
+        self.meta.index_type = index_kind(self.index)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    # ---- matching ----
+    def search(self, probes: np.ndarray, sims_out: np.ndarray, ids_out: np.ndarray) -> None:
+        """Top-1 for each row of ``probes`` into caller-owned outputs (privacy buffers)."""
+        n = len(probes)
+        if n == 0:
+            return
+        if len(self.entries) == 0:
+            sims_out[:n] = -1.0
+            ids_out[:n] = -1
+            return
+        self.index.search(probes, 1, D=sims_out[:n], I=ids_out[:n])
+
+    def match_of(self, entry_idx: int, score: float) -> Match:
+        e = self.entries[entry_idx]
+        return Match(float(score), e, self.subjects[e.subject_id])
+
+    # ---- governance ----
+    def check_window(self, now: float | None = None) -> None:
+        """Refuse a list outside its deployment window (a list without a window is dev-only)."""
+        if not self.meta.window_end:
+            return
+        now = time.time() if now is None else now
+        if now < self.meta.window_start:
+            raise WatchlistError(
+                f"watchlist for deployment {self.meta.deployment_id} is not valid yet "
+                f"(window starts {_fmt(self.meta.window_start)})"
+            )
+        if now >= self.meta.window_end:
+            raise WatchlistError(
+                f"watchlist for deployment {self.meta.deployment_id} expired at "
+                f"{_fmt(self.meta.window_end)}"
+            )
+
+    def in_window(self, now: float | None = None) -> bool:
+        try:
+            self.check_window(now)
+        except WatchlistError:
+            return False
+        return True
+
+    # ---- serialisation as named blobs (encrypted by edge.vault) ----
+    def to_blobs(self) -> dict[str, bytes]:
+        meta = {
+            "format": FORMAT_VERSION,
+            "meta": asdict(self.meta),
+            "subjects": [asdict(s) for s in self.subjects.values()],
+            "entries": [asdict(e) for e in self.entries],
+        }
+        buf = io.BytesIO()
+        np.save(buf, self.embeddings, allow_pickle=False)
+        blobs = {
+            "metadata": json.dumps(meta, sort_keys=True).encode(),
+            "embeddings": buf.getvalue(),
+            "index": faiss.serialize_index(self.index).tobytes(),
+        }
+        for entry_id, jpeg in self.references.items():
+            blobs[ref_blob_name(entry_id)] = jpeg
+        return blobs
+
+    @classmethod
+    def from_blobs(cls, blobs: dict[str, bytes]) -> Watchlist:
+        try:
+            meta = json.loads(blobs["metadata"])
+            if meta.get("format") != FORMAT_VERSION:
+                raise WatchlistError(f"unsupported watchlist format {meta.get('format')}")
+            emb = np.load(io.BytesIO(blobs["embeddings"]), allow_pickle=False)
+            index = faiss.deserialize_index(np.frombuffer(blobs["index"], np.uint8))
+        except KeyError as exc:
+            raise WatchlistError(f"watchlist is incomplete: missing {exc.args[0]}") from None
+        except (ValueError, json.JSONDecodeError, RuntimeError) as exc:
+            raise WatchlistError(f"watchlist is corrupt: {type(exc).__name__}") from None
+        subjects = {s["subject_id"]: Subject(**s) for s in meta["subjects"]}
+        entries = [Entry(**e) for e in meta["entries"]]
+        refs = {e.entry_id: blobs[ref_blob_name(e.entry_id)] for e in entries
+                if ref_blob_name(e.entry_id) in blobs}
+        if index.ntotal != len(entries):
+            raise WatchlistError("watchlist index does not match its entries")
+        return cls(WatchlistMeta(**meta["meta"]), subjects, entries, emb, refs, index)
+
+    def save(self, directory: str | Path, key: object) -> None:
+        """Write encrypted (atomic: an existing list is replaced only when complete)."""
+        from edge import vault
+
+        vault.write_vault(Path(directory), self.to_blobs(), key, meta=self.public_meta())
+        # nothing else is written: reference images never go to disk unencrypted
+
+    @classmethod
+    def load(cls, directory: str | Path, key: object) -> Watchlist:
+        from edge import vault
+
+        return cls.from_blobs(vault.read_vault(Path(directory), key))
+
+    def public_meta(self) -> dict:
+        """Header fields that may be read without the key (no names, no images)."""
+        return {
+            "deployment_id": self.meta.deployment_id,
+            "window_start": self.meta.window_start,
+            "window_end": self.meta.window_end,
+            "auto_destroy_hours": self.meta.auto_destroy_hours,
+            "entries": len(self.entries),
+        }
+
+    def stats(self) -> dict:
+        return {
+            "deployment_id": self.meta.deployment_id,
+            "subjects": len(self.subjects),
+            "entries": len(self.entries),
+            "dim": self.dim,
+            "index_type": self.meta.index_type,
+            "index_bytes": int(faiss.serialize_index(self.index).nbytes),
+            "reference_images": len(self.references),
+            "model": self.meta.model,
+        }
+
+
+def ref_blob_name(entry_id: str) -> str:
+    return "ref-" + entry_id.replace("/", "__")
+
+
+def build_index(embeddings: np.ndarray, kind: str = "auto") -> faiss.Index:
+    """Flat (exact) below HNSW_ABOVE entries, HNSW above, unless a kind is forced."""
+    dim = embeddings.shape[1] if embeddings.ndim == 2 and embeddings.shape[1] else 128
+    if kind == "auto":
+        kind = "hnsw" if len(embeddings) > HNSW_ABOVE else "flat"
+    if kind == "flat":
+        index: faiss.Index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = 64
+    else:
+        raise WatchlistError(f"unknown index type {kind!r} (flat, hnsw or auto)")
+    if len(embeddings):
+        index.add(np.ascontiguousarray(embeddings, np.float32))
+    return index
+
+
+def index_kind(index: faiss.Index) -> str:
+    return "hnsw" if isinstance(index, faiss.IndexHNSW) else "flat"
+
+
+def _fmt(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
