@@ -110,7 +110,7 @@ class FaceBuffers:
         if self.scaled is None or self.scaled.shape != shape:
             if self.scaled is not None:
                 self.scaled.fill(0)
-                self._all.remove(self.scaled)
+                self._all = [a for a in self._all if a is not self.scaled]
             self.scaled = self._alloc(shape, np.uint8)
             self._all.append(self.scaled)
         return self.scaled

@@ -1,0 +1,56 @@
+import subprocess
+
+import pytest
+
+from edge.config import DEFAULT_CONFIG, load_config
+from edge.errors import ConfigError
+from tests.conftest import EDGE, REPO
+
+
+def test_default_config_copy_is_identical():
+    assert (REPO / "config" / "default.toml").read_bytes() == DEFAULT_CONFIG.read_bytes()
+
+
+def test_example_deployment_config_is_valid():
+    cfg = load_config(REPO / "config" / "example-deployment.toml")
+    assert cfg.node.node_id != "edge-node-1"
+
+
+def test_unknown_key_is_named(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[match]\ntreshold = 0.5\n")
+    with pytest.raises(ConfigError, match=r"match\.treshold: unknown key"):
+        load_config(p)
+
+
+def test_out_of_range_value_is_named(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[detector]\nmin_face_px = 2\n")
+    with pytest.raises(ConfigError, match=r"detector\.min_face_px"):
+        load_config(p)
+
+
+def test_broken_toml(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[match\nthreshold = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(p)
+
+
+def test_zeroize_off_is_refused_without_test_switch(monkeypatch):
+    from edge.privacy import FaceBuffers
+
+    monkeypatch.delenv("EDGE_TEST_DISABLE_ZEROIZE", raising=False)
+    with pytest.raises(ValueError, match="test-only"):
+        FaceBuffers(4, 128, zeroize=False, lock=False)
+
+
+def test_cli_bad_config_exits_2_with_one_line(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[alerts]\ncooldown_s = -1\n")
+    r = subprocess.run(EDGE + ["run", "--source", "0", "--watchlist", str(tmp_path), "--config", str(p)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("error: config")
+    assert "alerts.cooldown_s" in r.stderr
+    assert "Traceback" not in r.stderr
