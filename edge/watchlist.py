@@ -141,8 +141,9 @@ class Watchlist:
             "embeddings": buf.getvalue(),
             "index": faiss.serialize_index(self.index).tobytes(),
         }
-        for entry_id, jpeg in self.references.items():
-            blobs[ref_blob_name(entry_id)] = jpeg
+        for i, e in enumerate(self.entries):
+            if e.entry_id in self.references:
+                blobs[ref_blob_name(i)] = self.references[e.entry_id]
         return blobs
 
     @classmethod
@@ -159,8 +160,8 @@ class Watchlist:
             raise WatchlistError(f"watchlist is corrupt: {type(exc).__name__}") from None
         subjects = {s["subject_id"]: Subject(**s) for s in meta["subjects"]}
         entries = [Entry(**e) for e in meta["entries"]]
-        refs = {e.entry_id: blobs[ref_blob_name(e.entry_id)] for e in entries
-                if ref_blob_name(e.entry_id) in blobs}
+        refs = {e.entry_id: blobs[ref_blob_name(i)] for i, e in enumerate(entries)
+                if ref_blob_name(i) in blobs}
         if index.ntotal != len(entries):
             raise WatchlistError("watchlist index does not match its entries")
         return cls(WatchlistMeta(**meta["meta"]), subjects, entries, emb, refs, index)
@@ -201,8 +202,10 @@ class Watchlist:
         }
 
 
-def ref_blob_name(entry_id: str) -> str:
-    return "ref-" + entry_id.replace("/", "__")
+def ref_blob_name(entry_index: int) -> str:
+    """Blob name of an entry's reference image: its position only, since blob names are
+    readable without the key and must not reveal subject ids."""
+    return f"ref-{entry_index:06d}"
 
 
 def build_index(embeddings: np.ndarray, kind: str = "auto") -> faiss.Index:

@@ -51,7 +51,6 @@ def run(source: str, watchlist_dir: str, key_file: str | None, passphrase_env: s
 
     from edge import hardening
     from edge.audit import AuditLog
-    from edge.commands.watchlist import key_from_options
     from edge.outbox import AlertSender
     from edge.pipeline import Node
     from edge.sources import open_source
@@ -63,7 +62,7 @@ def run(source: str, watchlist_dir: str, key_file: str | None, passphrase_env: s
         click.echo(f"[edge] {line}", err=True)
 
     _destroy_if_due(watchlist_dir, key_file)
-    key = key_from_options(watchlist_dir, key_file, passphrase_env)
+    key = _watchlist_key(key_file, passphrase_env)
     wl = Watchlist.load(watchlist_dir, key)
     wl.check_window()
 
@@ -153,6 +152,24 @@ class PipelineCollector:
         yield gated
         for key in ("zeroize_p50_ms", "zeroize_p99_ms"):
             yield GaugeMetricFamily(f"edge_node_{key}", "Decision-to-zeroed latency", value=snap[key])
+
+
+def _watchlist_key(key_file: str | None, passphrase_env: str | None):
+    """The watchlist key from a key file or a passphrase held in an environment variable."""
+    import os
+
+    from edge.vault import VaultKey
+
+    if key_file and passphrase_env:
+        raise EdgeError("give either --key-file or --passphrase-env, not both")
+    if key_file:
+        return VaultKey.from_file(Path(key_file))
+    if passphrase_env:
+        value = os.environ.get(passphrase_env)
+        if not value:
+            raise EdgeError(f"environment variable {passphrase_env} is not set or empty")
+        return VaultKey.from_passphrase(value)
+    raise EdgeError("the watchlist is encrypted: give --key-file or --passphrase-env")
 
 
 def _destroy_if_due(watchlist_dir: str, key_file: str | None) -> None:
