@@ -148,7 +148,7 @@ def read_memory(pid: int) -> list[bytes]:
             m = _MAP_RE.match(line)
             if not m:
                 continue
-            start, end, perms, inode, name = (int(m[1], 16), int(m[2], 16), m[3], m[4], m[5])
+            start, end, perms, name = int(m[1], 16), int(m[2], 16), m[3], m[5]
             if perms[0] != "r" or perms[1] != "w" or name in ("[vvar]", "[vsyscall]", "[vvar_vclock]"):
                 continue
             try:

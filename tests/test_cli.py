@@ -1,0 +1,136 @@
+"""The CLI as a user meets it: subprocesses, exit codes, one-line errors, alerts on the console."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.watchlist import Entry, Subject, Watchlist, WatchlistMeta
+from tests.conftest import EDGE, write_clip
+
+SUBCOMMANDS = ["run", "demo", "models", "watchlist", "audit", "hub", "keys", "eval", "bench"]
+
+
+def edge(*args: str, cwd=None, env=None, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(EDGE + list(args), capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=timeout)
+
+
+def test_help_lists_every_command():
+    r = edge("--help")
+    assert r.returncode == 0
+    for name in SUBCOMMANDS:
+        assert f"  {name}" in r.stdout, f"`edge {name}` missing from --help"
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_each_subcommand_explains_itself(name):
+    r = edge(name, "--help")
+    assert r.returncode == 0, r.stderr
+    assert "Usage:" in r.stdout and len(r.stdout.splitlines()) > 4
+
+
+@pytest.fixture()
+def scene(tmp_path, engine, sample_images):
+    """Group photo clip; person 2 enrolled from a mirrored, re-lit copy (as in the demo)."""
+    from edge.demo import _enrolment_photo
+    from edge.vault import create_key_file
+
+    group = cv2.imread(str(sample_images / "t1.jpg"))
+    people = sorted(engine.faces(group), key=lambda f: float(f.bbox[0]))
+    enrol = engine.faces(_enrolment_photo(group, people[1].bbox))[0]
+    clip = write_clip(tmp_path / "clip.mp4",
+                      [cv2.resize(group[:, 10 * i: 10 * i + 1200], (900, 664)) for i in range(10)])
+
+    def make(window: tuple[float, float] = (0.0, 0.0), name: str = "wl"):
+        key = create_key_file(tmp_path / f"{name}.key")
+        meta = WatchlistMeta(deployment_id="cli-test", window_start=window[0], window_end=window[1])
+        Watchlist(meta, {"P2": Subject("P2", "Person Two", "test")}, [Entry("P2/1", "P2", "x.jpg")],
+                  enrol.embedding[None]).save(tmp_path / name, key)
+        return tmp_path / name, tmp_path / f"{name}.key"
+
+    return tmp_path, clip, make
+
+
+def test_run_alerts_on_enrolled_person_only(scene):
+    tmp, clip, make = scene
+    wl, key = make()
+    cfg = tmp / "node.toml"
+    cfg.write_text('[alerts]\nendpoint = "tcp://127.0.0.1:1"\n')
+    r = edge("run", "--source", str(clip), "--watchlist", str(wl), "--key-file", str(key),
+             "--config", str(cfg), cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    alerts = [ln for ln in r.stdout.splitlines() if ln.startswith("ALERT")]
+    assert len(alerts) == 1 and "subject=P2" in alerts[0], r.stdout
+    assert "source ended" in r.stderr
+    assert (tmp / "state" / "audit.jsonl").exists()
+    v = edge("audit", "verify", str(tmp / "state" / "audit.jsonl"))
+    assert v.returncode == 0 and "OK" in v.stdout
+
+
+def test_run_refuses_expired_watchlist(scene):
+    tmp, clip, make = scene
+    now = time.time()
+    wl, key = make((now - 7200, now - 3600), name="old")
+    r = edge("run", "--source", str(clip), "--watchlist", str(wl), "--key-file", str(key), cwd=tmp)
+    assert r.returncode == 2
+    assert "expired" in r.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in r.stderr
+
+
+def test_run_refuses_wrong_key(scene):
+    tmp, clip, make = scene
+    wl, _ = make()
+    _, other_key = make(name="other")
+    r = edge("run", "--source", str(clip), "--watchlist", str(wl), "--key-file", str(other_key),
+             cwd=tmp)
+    assert r.returncode == 2 and "wrong key" in r.stderr
+
+
+def test_run_missing_video_is_one_line(scene):
+    tmp, _, make = scene
+    wl, key = make()
+    r = edge("run", "--source", str(tmp / "nope.mp4"), "--watchlist", str(wl), "--key-file",
+             str(key), cwd=tmp)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == f"error: video file not found: {tmp / 'nope.mp4'}"
+
+
+def test_run_refuses_a_corrupt_model(scene):
+    tmp, clip, make = scene
+    wl, key = make()
+    from edge import models
+
+    bad = tmp / "models"
+    shutil.copytree(models.models_dir(), bad)
+    sface = bad / "face_recognition_sface_2021dec.onnx"
+    data = bytearray(sface.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    sface.write_bytes(bytes(data))
+    env = dict(os.environ, EDGE_MODELS_DIR=str(bad))
+    r = edge("run", "--source", str(clip), "--watchlist", str(wl), "--key-file", str(key),
+             cwd=tmp, env=env)
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "sha256" in last
+
+
+def test_run_on_image_folder_skips_corrupt_files(scene, sample_images):
+    tmp, _, make = scene
+    wl, key = make()
+    folder = tmp / "imgs"
+    folder.mkdir()
+    shutil.copy(sample_images / "t1.jpg", folder / "a.jpg")
+    (folder / "b.jpg").write_bytes(b"not an image")
+    cv2.imwrite(str(folder / "c.png"), np.zeros((40, 40, 3), np.uint8))
+    r = edge("-v", "run", "--source", str(folder), "--watchlist", str(wl), "--key-file", str(key),
+             cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    assert "skipped b.jpg: unreadable" in r.stderr
+    assert "2 frames" in r.stderr and "bad frames 1" in r.stderr
