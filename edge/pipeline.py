@@ -235,7 +235,8 @@ class Node:
             bbox=box,
             reference_image_id=match.entry.entry_id,
         )
-        jpeg = probe_jpeg(frame.image, box, self.cfg.alerts.jpeg_quality)
+        jpeg = probe_jpeg(frame.image, box, self.cfg.alerts.jpeg_quality,
+                          others=self.bufs.boxes[: self.bufs.n])
         ref = self.watchlist.references.get(match.entry.entry_id)
         self.stats.alerts += 1
         self.stats.capture_to_alert_s.append(self.clock() - frame.captured_at)
@@ -320,21 +321,39 @@ class Node:
             del lat[:-10_000]
 
 
-def probe_jpeg(image: np.ndarray, box: list[int], quality: int = 90, margin: float = 0.3,
-               max_side: int = 320) -> bytes:
-    """The matched face with some context, for the officer's side-by-side comparison."""
+def probe_jpeg(image: np.ndarray, box: list[int], quality: int = 90, margin: float = 0.25,
+               max_side: int = 320, others: np.ndarray | None = None) -> bytes:
+    """The matched face with a little context, for the officer's side-by-side comparison.
+
+    Any other detected face that falls inside the crop is blanked first: a bystander next
+    to a matched person must not travel with the alert.
+    """
     h, w = image.shape[:2]
     x, y, bw, bh = box
     mx, my = int(bw * margin), int(bh * margin)
     x0, y0 = max(0, x - mx), max(0, y - my)
     x1, y1 = min(w, x + bw + mx), min(h, y + bh + my)
-    crop = image[y0:y1, x0:x1]
-    if crop.size == 0:
-        crop = image
-    scale = min(1.0, max_side / max(crop.shape[:2]))
-    if scale < 1.0:
-        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    crop = image[y0:y1, x0:x1].copy()
+    try:
+        for ob in others if others is not None else []:
+            ox, oy, ow, oh = (int(round(float(v))) for v in ob)
+            if [ox, oy, ow, oh] == [x, y, bw, bh]:
+                continue
+            # the other face's box, grown a little, in crop coordinates
+            gx, gy = int(ow * 0.15), int(oh * 0.15)
+            ax0, ay0 = max(0, ox - gx - x0), max(0, oy - gy - y0)
+            ax1, ay1 = min(x1 - x0, ox + ow + gx - x0), min(y1 - y0, oy + oh + gy - y0)
+            if ax1 > ax0 and ay1 > ay0:
+                crop[ay0:ay1, ax0:ax1] = 127
+        scale = min(1.0, max_side / max(crop.shape[:2]))
+        out = crop
+        if scale < 1.0:
+            out = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if out is not crop:
+            out.fill(0)
+    finally:
+        crop.fill(0)
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return buf.tobytes()

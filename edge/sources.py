@@ -242,22 +242,41 @@ class CaptureSource(FrameSource):
             yield from self._live_frames()
 
     def _file_frames(self) -> Iterator[Frame]:
+        """Decode ahead in a thread (decoding overlaps detection), never dropping a frame.
+
+        The ring bounds how far ahead: when every slot is in use the decoder waits.
+        """
+        self._thread = threading.Thread(target=self._decode_ahead, name="decode", daemon=True)
+        self._thread.start()
+        while True:
+            frame = self._queue.get()
+            if frame is None:
+                return
+            yield frame
+
+    def _decode_ahead(self) -> None:
         index = 0
         consecutive_bad = 0
-        while not self._stop.is_set():
-            got = self._read_into_slot(index)
-            index += 1
-            if got is None:
-                return
-            if got is False:
-                consecutive_bad += 1
-                if consecutive_bad > 100:
-                    log.warning("source %s: 100 bad frames in a row, stopping", self._safe_spec())
+        try:
+            while not self._stop.is_set():
+                got = self._read_into_slot(index)
+                index += 1
+                if got is None:
                     return
-                continue
-            consecutive_bad = 0
-            self.stats.frames += 1
-            yield got  # type: ignore[misc]
+                if got is False:
+                    consecutive_bad += 1
+                    if consecutive_bad > 100:
+                        log.warning("source %s: 100 bad frames in a row, stopping",
+                                    self._safe_spec())
+                        return
+                    continue
+                consecutive_bad = 0
+                self.stats.frames += 1
+                self._queue.put(got)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - report, end the source cleanly
+            log.error("source %s: decoder failed: %s", self._safe_spec(), type(exc).__name__)
+        finally:
+            self._queue.put(None)
 
     # ---- live: capture thread keeps the newest frames only ----
     def _capture_loop(self) -> None:
@@ -316,15 +335,27 @@ class CaptureSource(FrameSource):
 
     def close(self) -> None:
         self.stop()
+        self._drain()  # frees slots so a decoder waiting for one can see the stop
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+        self._drain()
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+    def _drain(self) -> None:
+        """Zero and free frames decoded but never processed."""
         with self._latest_lock:
             for f in self._latest:
                 self.ring.release(f.slot)
             self._latest.clear()
-        if self.cap is not None:
-            self.cap.release()
-            self.cap = None
+        while True:
+            try:
+                f = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if f is not None:
+                self.ring.release(f.slot)
 
 
 def open_source(

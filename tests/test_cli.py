@@ -134,3 +134,6 @@ def test_run_on_image_folder_skips_corrupt_files(scene, sample_images):
     assert r.returncode == 0, r.stderr
     assert "skipped b.jpg: unreadable" in r.stderr
     assert "2 frames" in r.stderr and "bad frames 1" in r.stderr
+    from tests.test_privacy_disk_wire_logs import FLOAT_RUN
+
+    assert not FLOAT_RUN.search(r.stdout + r.stderr) and "[[" not in r.stderr

@@ -212,3 +212,21 @@ def test_bad_sources_fail_clearly(spec, msg):
 
     with pytest.raises(SourceError, match=msg):
         op(spec, FrameRing(2, lock=False))
+
+
+def test_probe_jpeg_blanks_bystanders_inside_the_crop():
+    """A bystander's face next to the matched person must not travel with the alert."""
+    from edge.pipeline import probe_jpeg
+
+    img = np.zeros((200, 300, 3), np.uint8)
+    img[50:110, 50:110] = 255  # matched face
+    img[50:110, 112:172] = 200  # bystander right beside it, inside the 25% margin
+    boxes = np.array([[50, 50, 60, 60], [112, 50, 60, 60]], np.float32)
+    jpeg = probe_jpeg(img, [50, 50, 60, 60], quality=100, others=boxes)
+    crop = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert crop.shape[:2] == (90, 90)  # 60 px face + 15 px margin each side, clipped
+    assert abs(int(crop[45, 45, 0]) - 255) < 8  # the matched face is intact
+    assert abs(int(crop[45, 85, 0]) - 127) < 8  # the bystander's pixels are grey
+    plain = cv2.imdecode(np.frombuffer(probe_jpeg(img, [50, 50, 60, 60], quality=100),
+                                       np.uint8), cv2.IMREAD_COLOR)
+    assert abs(int(plain[45, 85, 0]) - 200) < 8  # (control: without blanking it shows)
