@@ -25,9 +25,28 @@ def cli(verbose: int) -> None:
 
 def _register() -> None:
     # --- sub-command registration: one import + add_command per line ---
+    from edge.commands import audit as _audit
     from edge.commands import models as _models
 
     cli.add_command(_models.models)
+    cli.add_command(_audit.audit)
+    from edge.commands import demo as _demo
+
+    cli.add_command(_demo.demo)
+    from edge.commands import run as _run
+
+    cli.add_command(_run.run)
+    from edge.commands import hub as _hub
+    from edge.commands import keys as _keys
+
+    cli.add_command(_hub.hub)
+    cli.add_command(_keys.keys)
+    from edge.commands import bench as _bench
+
+    cli.add_command(_bench.bench)
+    from edge.commands import watchlist as _watchlist
+
+    cli.add_command(_watchlist.watchlist)
     # --- end registration ---
 
 
