@@ -127,6 +127,7 @@ class Node:
         st = self.stats.stage_s
         alerts: list[Alert] = []
         decided_at = None
+        t_decided = 0.0
         try:
             t0 = time.perf_counter()
             n = self.detector(frame.image, b)  # boxes, scores, landmarks -> b
@@ -162,6 +163,7 @@ class Node:
             st["search"] += t5 - t4
 
             decided_at = self.clock()
+            t_decided = time.perf_counter()
             for j in range(m):
                 i = keep[j]
                 t = tracks[i]
@@ -188,8 +190,8 @@ class Node:
             self.ring.release(frame.slot)
             done = time.perf_counter()
             st["zeroize"] += done - tz
-            if decided_at is not None:
-                self.stats.zeroize_latency_s.append(done - tz)
+            if decided_at is not None:  # the frame's match decision -> all its buffers zero
+                self.stats.zeroize_latency_s.append(done - t_decided)
 
     def _gated(self, reason: str) -> None:
         self.stats.faces_gated[reason] = self.stats.faces_gated.get(reason, 0) + 1
