@@ -283,9 +283,19 @@ class CaptureSource(FrameSource):
         index = 0
         backoff = self.reconnect_initial_s
         reconnects = 0
+        # a file played "live" (benchmarks, replaying footage) is paced at its own frame rate
+        pace = 1.0 / self.fps if self.kind == "file" and self.fps > 0 else 0.0
+        next_at = time.monotonic()
         while not self._stop.is_set():
+            if pace:
+                delay = next_at - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    break
+                next_at = max(next_at + pace, time.monotonic() - pace)
             got = self._read_into_slot(index) if self.cap is not None else None
             index += 1
+            if got is None and self.kind == "file":
+                break  # end of a replayed file: nothing to reconnect to
             if got is None:
                 if self.cap is not None:
                     self.cap.release()

@@ -61,3 +61,24 @@ def test_stream_reconnects_after_it_drops(tmp_path, sample_images):
     assert src.stats.reconnects == 2
     assert src.stats.frames >= 16, "the stream was read again after each reconnect"
     assert got >= 3
+
+
+def test_file_played_live_is_paced_and_keeps_newest(tmp_path, sample_images):
+    """realtime=true replays a file at its frame rate, dropping frames a slow consumer misses."""
+    import time
+
+    img = cv2.imread(str(sample_images / "t1.jpg"))
+    clip = write_clip(tmp_path / "c.mp4", [cv2.resize(img, (320, 224))] * 20, fps=20.0)
+    ring = FrameRing(4, lock=False)
+    src = CaptureSource(str(clip), ring, live=True)
+    t0 = time.monotonic()
+    got = 0
+    for frame in src.frames():
+        time.sleep(0.12)  # a consumer slower than 20 fps
+        ring.release(frame.slot)
+        got += 1
+    src.close()
+    elapsed = time.monotonic() - t0
+    assert 0.8 <= elapsed < 3.0, "20 frames at 20 fps take about a second"
+    assert src.stats.reconnects == 0
+    assert src.stats.dropped_stale > 0 and got < 20

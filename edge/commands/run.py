@@ -84,7 +84,8 @@ def run(source: str, watchlist_dir: str, key_file: str | None, passphrase_env: s
         nm.registry.register(PipelineCollector(node))
         metrics_server = serve_metrics(nm.registry, cfg.metrics.port)
     sender = AlertSender(Path(cfg.alerts.outbox), cfg.alerts.endpoint, cfg.node.node_id, curve,
-                         audit=audit, metrics=nm, camera=cfg.node.camera)
+                         audit=audit, metrics=nm, camera=cfg.node.camera,
+                         counts=lambda: _ledger_counts(node))
     sender.start()
     node.sink = sender
 
@@ -129,6 +130,12 @@ def run(source: str, watchlist_dir: str, key_file: str | None, passphrase_env: s
     if metrics_server is not None:
         metrics_server.close()
     audit.close()
+
+
+def _ledger_counts(node) -> dict[str, int]:
+    """Cumulative counts for the hub's deployment record (sent with heartbeats)."""
+    snap = node.stats.snapshot()
+    return {k: int(snap[k]) for k in ("frames", "faces_seen", "faces_discarded", "alerts")}
 
 
 class PipelineCollector:

@@ -1,0 +1,102 @@
+"""Hub configuration (TOML, validated at start so a typo stops the hub with one line)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge.errors import ConfigError
+from edge.transport import CurveServerConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ZmqSection(_Section):
+    bind: str = Field("tcp://127.0.0.1:5560", min_length=6)
+    hub_secret_key: str | None = Field(None, description="hub .key_secret file; None = no CURVE")
+    allowed_node_keys_dir: str | None = Field(None, description="dir of allowed NODE.key files")
+
+    @model_validator(mode="after")
+    def _both_or_none(self) -> ZmqSection:
+        if bool(self.hub_secret_key) != bool(self.allowed_node_keys_dir):
+            raise ValueError("set both hub_secret_key and allowed_node_keys_dir, or neither")
+        return self
+
+
+class HttpSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    secure_cookie: bool = Field(False, description="mark the session cookie Secure (HTTPS)")
+    session_hours: float = Field(12.0, gt=0, le=24)
+
+
+class StoreSection(_Section):
+    path: str = "hub-state/hub.sqlite"
+    officers_file: str = "hub-state/officers.json"
+
+
+class RetentionSection(_Section):
+    days: float = Field(31, gt=0, le=31, description="may be set lower, never higher")
+    purge_rejected_probe: bool = True
+    purge_interval_s: float = Field(600.0, ge=1, le=86400)
+
+
+class UiSection(_Section):
+    node_lost_after_s: float = Field(5.0, ge=1, le=3600)
+    expected_nodes: list[str] = Field(default_factory=list)
+
+
+class MetricsSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(9101, ge=0, le=65535, description="0 = off")
+
+
+class HubConfig(_Section):
+    zmq: ZmqSection = ZmqSection()
+    http: HttpSection = HttpSection()
+    store: StoreSection = StoreSection()
+    retention: RetentionSection = RetentionSection()
+    ui: UiSection = UiSection()
+    metrics: MetricsSection = MetricsSection()
+
+    def curve(self) -> CurveServerConfig | None:
+        """CURVE server settings, or None for plain (loopback-only) transport."""
+        if not self.zmq.hub_secret_key:
+            return None
+        return CurveServerConfig(
+            Path(self.zmq.hub_secret_key), Path(self.zmq.allowed_node_keys_dir or "")
+        )
+
+
+def load_hub_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None
+                    ) -> HubConfig:
+    """Read a hub TOML file (all keys optional), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"hub config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"hub config {path} is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read hub config {path}: {exc.strerror}") from None
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, key = dotted.split(".", 1)
+        data.setdefault(section, {})[key] = value
+    try:
+        return HubConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        where = f" {path}" if path else ""
+        raise ConfigError(f"hub config{where}: {key}: {msg}") from None

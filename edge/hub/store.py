@@ -1,0 +1,418 @@
+"""The hub's SQLite store: alerts (header, probe crop, reference image, decision), nodes,
+officer sessions, and per-camera statistics that outlive retention.
+
+Why statistics live apart from alerts: the deployment record (faces seen, alerts, confirmed,
+rejected) is public accountability data with no personal content, so it must survive the
+purge of the alerts themselves. Deleted rows are overwritten (``secure_delete``) and the WAL
+is truncated after purges so removed crops do not linger in the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from edge.alerts import Alert
+from edge.errors import EdgeError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts(
+    alert_id TEXT PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    deployment_id TEXT NOT NULL,
+    track_id INTEGER NOT NULL,
+    subject_id TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    category TEXT NOT NULL,
+    score REAL NOT NULL,
+    threshold REAL NOT NULL,
+    captured_at REAL NOT NULL,
+    decided_at REAL NOT NULL,
+    frame_index INTEGER NOT NULL,
+    bbox TEXT NOT NULL,
+    reference_image_id TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    probe BLOB,
+    reference BLOB,
+    decision TEXT,
+    officer TEXT,
+    decision_at REAL,
+    decision_id TEXT,
+    decision_delivered INTEGER NOT NULL DEFAULT 0,
+    decision_sent_at REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS alerts_received ON alerts(received_at);
+CREATE INDEX IF NOT EXISTS alerts_undelivered ON alerts(decision_delivered, decision);
+CREATE TABLE IF NOT EXISTS nodes(
+    node_id TEXT PRIMARY KEY,
+    camera TEXT NOT NULL,
+    last_seen REAL NOT NULL,
+    pending INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS node_runs(
+    node_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    counts TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY(node_id, run_id)
+);
+CREATE TABLE IF NOT EXISTS stats(
+    node_id TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    deployment_id TEXT NOT NULL,
+    alerts INTEGER NOT NULL DEFAULT 0,
+    confirm INTEGER NOT NULL DEFAULT 0,
+    reject INTEGER NOT NULL DEFAULT 0,
+    no_action INTEGER NOT NULL DEFAULT 0,
+    first_alert REAL,
+    last_alert REAL,
+    PRIMARY KEY(node_id, camera, deployment_id)
+);
+CREATE TABLE IF NOT EXISTS sessions(
+    token_hash TEXT PRIMARY KEY,
+    officer TEXT NOT NULL,
+    created REAL NOT NULL,
+    expires REAL NOT NULL
+);
+"""
+
+CARD_FIELDS = (
+    "alert_id", "node_id", "camera", "deployment_id", "track_id", "subject_id", "display_name",
+    "category", "score", "threshold", "captured_at", "decided_at", "frame_index", "bbox",
+    "reference_image_id", "received_at", "decision", "officer", "decision_at",
+)
+
+
+class StoreError(EdgeError):
+    """The hub database cannot be opened or used."""
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class HubStore:
+    """All hub state in one SQLite file (thread-safe via one lock)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            os.chmod(self.path, 0o600)
+            self._db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=10
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA secure_delete=ON")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open hub store {self.path}: {exc}") from None
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- alerts -------------------------------------------------------------------------
+
+    def insert_alert(
+        self, alert: Alert, probe: bytes, reference: bytes | None, received_at: float
+    ) -> bool:
+        """Store an alert once; False when that alert_id is already stored (a re-send)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO alerts(alert_id, node_id, camera, deployment_id,"
+                    " track_id, subject_id, display_name, category, score, threshold,"
+                    " captured_at, decided_at, frame_index, bbox, reference_image_id,"
+                    " received_at, probe, reference) VALUES"
+                    " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        alert.alert_id, alert.node_id, alert.camera, alert.deployment_id,
+                        alert.track_id, alert.subject_id, alert.display_name, alert.category,
+                        float(alert.score), float(alert.threshold), float(alert.captured_at),
+                        float(alert.decided_at), alert.frame_index, json.dumps(alert.bbox),
+                        alert.reference_image_id, received_at, probe, reference,
+                    ),
+                )
+                new = cur.rowcount == 1
+                if new:
+                    self._db.execute(
+                        "INSERT INTO stats(node_id, camera, deployment_id, alerts, first_alert,"
+                        " last_alert) VALUES (?,?,?,1,?,?) ON CONFLICT DO UPDATE SET"
+                        " alerts=alerts+1, last_alert=excluded.last_alert",
+                        (alert.node_id, alert.camera, alert.deployment_id, received_at,
+                         received_at),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return new
+
+    def _card(self, row: sqlite3.Row) -> dict[str, Any]:
+        card = {k: row[k] for k in CARD_FIELDS}
+        card["bbox"] = json.loads(card["bbox"])
+        card["has_probe"] = bool(row["has_probe"])
+        card["has_reference"] = bool(row["has_reference"])
+        return card
+
+    _SELECT = (
+        "SELECT " + ", ".join(CARD_FIELDS) + ", probe IS NOT NULL AS has_probe,"
+        " reference IS NOT NULL AS has_reference FROM alerts"
+    )
+
+    def get_alert(self, alert_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(self._SELECT + " WHERE alert_id=?", (alert_id,)).fetchone()
+        return self._card(row) if row else None
+
+    def list_alerts(self, open_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first; ``open_only`` = not yet decided."""
+        where = " WHERE decision IS NULL" if open_only else ""
+        with self._lock:
+            rows = self._db.execute(
+                self._SELECT + where + " ORDER BY received_at DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [self._card(r) for r in rows]
+
+    def count_alerts(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]
+
+    def alert_ids(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT alert_id FROM alerts")]
+
+    def image(self, alert_id: str, which: str) -> bytes | None:
+        col = {"probe": "probe", "reference": "reference"}[which]
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {col} FROM alerts WHERE alert_id=?", (alert_id,)
+            ).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    # -- decisions ----------------------------------------------------------------------
+
+    def decide(
+        self, alert_id: str, decision: str, officer: str, now: float, purge_probe: bool
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Record the first decision on an alert: ("ok"|"not_found"|"already", card)."""
+        if decision not in ("confirm", "reject", "no_action"):  # also a column name below
+            raise ValueError("bad decision value")
+        did = uuid.uuid4().hex
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT node_id, camera, deployment_id, decision FROM alerts"
+                    " WHERE alert_id=?",
+                    (alert_id,),
+                ).fetchone()
+                if row is None:
+                    self._db.execute("ROLLBACK")
+                    return "not_found", None
+                if row["decision"] is not None:
+                    self._db.execute("ROLLBACK")
+                    return "already", self.get_alert(alert_id)
+                self._db.execute(
+                    "UPDATE alerts SET decision=?, officer=?, decision_at=?, decision_id=?,"
+                    " decision_delivered=0, decision_sent_at=0 WHERE alert_id=?",
+                    (decision, officer, now, did, alert_id),
+                )
+                if decision == "reject" and purge_probe:
+                    # A false alert: the probe shows someone who is not the subject.
+                    self._db.execute("UPDATE alerts SET probe=NULL WHERE alert_id=?", (alert_id,))
+                self._db.execute(
+                    f"UPDATE stats SET {decision}={decision}+1"
+                    " WHERE node_id=? AND camera=? AND deployment_id=?",
+                    (row["node_id"], row["camera"], row["deployment_id"]),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return "ok", self.get_alert(alert_id)
+
+    def undelivered_decisions(
+        self, node_id: str | None = None, sent_before: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Decisions the node has not acked yet (optionally not sent since ``sent_before``)."""
+        q = (
+            "SELECT decision_id, alert_id, node_id, decision, officer, decision_at FROM alerts"
+            " WHERE decision IS NOT NULL AND decision_delivered=0"
+        )
+        args: list[Any] = []
+        if node_id is not None:
+            q += " AND node_id=?"
+            args.append(node_id)
+        if sent_before is not None:
+            q += " AND decision_sent_at<=?"
+            args.append(sent_before)
+        with self._lock:
+            rows = self._db.execute(q, args).fetchall()
+        return [dict(r) for r in rows]
+
+    def mark_decision_sent(self, decision_id: str, now: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE alerts SET decision_sent_at=? WHERE decision_id=?", (now, decision_id)
+            )
+
+    def mark_decision_delivered(self, decision_id: str, node_id: str | None = None) -> bool:
+        q = "UPDATE alerts SET decision_delivered=1 WHERE decision_id=? AND decision_delivered=0"
+        args: list[Any] = [decision_id]
+        if node_id is not None:
+            q += " AND node_id=?"
+            args.append(node_id)
+        with self._lock:
+            return self._db.execute(q, args).rowcount == 1
+
+    # -- nodes --------------------------------------------------------------------------
+
+    def node_heartbeat(
+        self, node_id: str, camera: str, run_id: str, counts: dict[str, int], pending: int,
+        now: float,
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO nodes(node_id, camera, last_seen, pending) VALUES (?,?,?,?)"
+                " ON CONFLICT(node_id) DO UPDATE SET camera=excluded.camera,"
+                " last_seen=excluded.last_seen, pending=excluded.pending",
+                (node_id, camera, now, pending),
+            )
+            self._db.execute(
+                "INSERT INTO node_runs(node_id, run_id, camera, counts, first_seen, last_seen)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT(node_id, run_id) DO UPDATE SET"
+                " camera=excluded.camera, counts=excluded.counts, last_seen=excluded.last_seen",
+                (node_id, run_id, camera, json.dumps(counts), now, now),
+            )
+
+    def nodes(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT node_id, camera, last_seen, pending FROM nodes ORDER BY node_id"
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def create_session(self, officer: str, ttl_s: float) -> str:
+        """A new random session token; only its sha256 is stored."""
+        token = secrets.token_urlsafe(32)
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO sessions VALUES (?,?,?,?)",
+                (_hash_token(token), officer, now, now + ttl_s),
+            )
+        return token
+
+    def session_officer(self, token: str | None) -> str | None:
+        if not token or len(token) > 128:
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT officer, expires FROM sessions WHERE token_hash=?", (_hash_token(token),)
+            ).fetchone()
+        if row is None or row["expires"] < time.time():
+            return None
+        return row["officer"]
+
+    def delete_session(self, token: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM sessions WHERE token_hash=?", (_hash_token(token),))
+
+    def delete_sessions_of(self, officer: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM sessions WHERE officer=?", (officer,))
+
+    # -- retention ----------------------------------------------------------------------
+
+    def purge(self, now: float, retention_s: float) -> dict[str, int]:
+        """Delete alerts (crops, decisions) older than the retention period; expire sessions."""
+        cutoff = now - retention_s
+        with self._lock:
+            n = self._db.execute("DELETE FROM alerts WHERE received_at < ?", (cutoff,)).rowcount
+            s = self._db.execute("DELETE FROM sessions WHERE expires < ?", (now,)).rowcount
+            if n:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return {"alerts": n, "sessions": s}
+
+    # -- deployment record --------------------------------------------------------------
+
+    def deployment_record(self, deployment_id: str | None = None) -> dict[str, Any]:
+        """Counts per camera: faces seen (node ledgers), alerts, confirmed, rejected, ..."""
+        with self._lock:
+            q = "SELECT * FROM stats"
+            args: tuple[Any, ...] = ()
+            if deployment_id is not None:
+                q += " WHERE deployment_id=?"
+                args = (deployment_id,)
+            stats = [dict(r) for r in self._db.execute(q, args)]
+            runs = [dict(r) for r in self._db.execute("SELECT * FROM node_runs")]
+        cams: dict[tuple[str, str], dict[str, Any]] = {}
+
+        def cam(node_id: str, camera: str) -> dict[str, Any]:
+            return cams.setdefault(
+                (node_id, camera),
+                {
+                    "node_id": node_id, "camera": camera, "deployment_ids": [],
+                    "alerts": 0, "confirmed": 0, "rejected": 0, "no_action": 0,
+                    "undecided": 0, "node_counts": {}, "node_runs": 0,
+                    "first_alert": None, "last_alert": None,
+                },
+            )
+
+        for s in stats:
+            c = cam(s["node_id"], s["camera"])
+            if s["deployment_id"] and s["deployment_id"] not in c["deployment_ids"]:
+                c["deployment_ids"].append(s["deployment_id"])
+            c["alerts"] += s["alerts"]
+            c["confirmed"] += s["confirm"]
+            c["rejected"] += s["reject"]
+            c["no_action"] += s["no_action"]
+            for k, fn in (("first_alert", min), ("last_alert", max)):
+                if s[k] is not None:
+                    c[k] = s[k] if c[k] is None else fn(c[k], s[k])
+        for r in runs:
+            c = cam(r["node_id"], r["camera"])
+            c["node_runs"] += 1
+            for k, v in json.loads(r["counts"]).items():
+                if isinstance(v, int) and not isinstance(v, bool):
+                    c["node_counts"][k] = c["node_counts"].get(k, 0) + v
+        per_camera = sorted(cams.values(), key=lambda c: (c["node_id"], c["camera"]))
+        totals: dict[str, Any] = {"faces_seen": 0, "alerts": 0, "confirmed": 0, "rejected": 0,
+                                  "no_action": 0, "undecided": 0}
+        for c in per_camera:
+            c["undecided"] = c["alerts"] - c["confirmed"] - c["rejected"] - c["no_action"]
+            c["faces_seen"] = c["node_counts"].get("faces_seen", 0)
+            for k in totals:
+                totals[k] += c[k]
+        return {
+            "schema": "edge.deployment-record.v1",
+            "generated_at": time.time(),
+            "deployment_id": deployment_id,
+            "totals": totals,
+            "per_camera": per_camera,
+            "notes": (
+                "faces_seen comes from the nodes' deletion-ledger counts sent with heartbeats "
+                "(summed over node runs); alert counts are kept after alerts are purged."
+            ),
+        }

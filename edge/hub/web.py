@@ -1,0 +1,358 @@
+"""The officers' tablet web app (FastAPI): sign-in, live alert queue (SSE), decisions.
+
+Access rule: nothing but the sign-in page (and its stylesheet) is served without a valid
+session: not the app's script, not the alert list, not the event stream, not an image.
+Pages redirect to /login; API calls get 401 with no data. Sessions are random tokens in an
+HttpOnly, SameSite=Strict cookie; only their hash is stored. Decisions are POSTed as JSON
+with a custom header, which a cross-site form cannot produce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edge.errors import EdgeError
+from edge.hub.service import Hub, card_event
+from edge.transport import DECISIONS
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+COOKIE = "edge_session"
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+class _SecurityHeaders:
+    """Pure ASGI middleware (does not buffer SSE): CSP, no caching, no sniffing, no framing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                for k, v in (
+                    (b"content-security-policy", _CSP.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"cache-control", b"no-store"),
+                ):
+                    if k not in names:
+                        headers.append((k, v))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _read_web(name: str) -> str:
+    return (WEB_DIR / name).read_text(encoding="utf-8")
+
+
+def create_app(hub: Hub) -> FastAPI:
+    """The tablet app bound to a started :class:`Hub`."""
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    cfg = hub.cfg
+    ttl = cfg.http.session_hours * 3600
+
+    def officer_of(request: Request) -> str | None:
+        if hub.store is None:
+            return None
+        return hub.store.session_officer(request.cookies.get(COOKIE))
+
+    def require(request: Request) -> str:
+        officer = officer_of(request)
+        if officer is None:
+            hub.metrics.http_unauthorized.inc()
+            raise HTTPException(status_code=401, detail="sign in required")
+        return officer
+
+    def login_page(error: str = "", status: int = 200) -> HTMLResponse:
+        html = _read_web("login.html")
+        if error:
+            html = html.replace("<!--ERROR-->", f'<p class="error" role="alert">{error}</p>')
+        return HTMLResponse(html, status_code=status)
+
+    @app.get("/login", response_class=HTMLResponse)
+    def get_login() -> HTMLResponse:
+        return login_page()
+
+    @app.get("/login.css")
+    def login_css() -> Response:
+        return Response(_read_web("login.css"), media_type="text/css")
+
+    @app.post("/login")
+    async def post_login(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > 4096:
+            hub.metrics.login_failures.labels("bad_input").inc()
+            return login_page("Sign-in refused.", 400)
+        try:
+            form = parse_qs(body.decode("utf-8"), max_num_fields=4)
+        except (UnicodeDecodeError, ValueError):
+            form = {}
+        name = (form.get("officer") or [""])[0].strip()
+        password = (form.get("password") or [""])[0]
+        client = request.client.host if request.client else ""
+        try:
+            ok, reason = await run_in_threadpool(hub.officers.check, name, password, client)
+        except EdgeError as exc:  # unreadable officers file: refuse, say so in the log
+            log.error("sign-in impossible: %s", exc)
+            hub.metrics.login_failures.labels("officers_file").inc()
+            return login_page("Sign-in is unavailable: the hub's officer list is unreadable.", 503)
+        if not ok:
+            hub.metrics.login_failures.labels(reason).inc()
+            log.warning("refused sign-in (%s) from %s", reason, client)
+            msg = ("Too many failed attempts. Wait a minute and try again." if reason == "locked"
+                   else "Unknown officer or wrong password.")
+            return login_page(msg, 401)
+        assert hub.store is not None
+        token = hub.store.create_session(name, ttl)
+        hub.metrics.logins.inc()
+        log.info("officer %s signed in", name)
+        resp = RedirectResponse("/", status_code=303)
+        resp.set_cookie(
+            COOKIE, token, max_age=int(ttl), httponly=True, samesite="strict",
+            secure=cfg.http.secure_cookie, path="/",
+        )
+        return resp
+
+    @app.post("/logout")
+    def logout(request: Request) -> Response:
+        token = request.cookies.get(COOKIE)
+        if token and hub.store is not None:
+            hub.store.delete_session(token)
+        resp = RedirectResponse("/login", status_code=303)
+        resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return resp
+
+    @app.get("/")
+    def index(request: Request) -> Response:
+        if officer_of(request) is None:
+            hub.metrics.http_unauthorized.inc()
+            return RedirectResponse("/login", status_code=303)
+        return HTMLResponse(_read_web("index.html"))
+
+    @app.get("/static/{name}")
+    def asset(name: str, request: Request) -> Response:
+        require(request)
+        if name not in _ASSETS:
+            raise HTTPException(status_code=404)
+        return Response(_read_web(name), media_type=_ASSETS[name])
+
+    @app.get("/api/me")
+    def me(request: Request) -> dict[str, Any]:
+        return {"officer": require(request), "node_lost_after_s": cfg.ui.node_lost_after_s}
+
+    @app.get("/api/alerts")
+    def list_alerts(request: Request, open_only: bool = False, limit: int = 100
+                    ) -> dict[str, Any]:
+        require(request)
+        assert hub.store is not None
+        limit = max(1, min(limit, 500))
+        cards = [card_event(c) for c in hub.store.list_alerts(open_only, limit)]
+        return {"alerts": cards, "server_time": time.time()}
+
+    @app.get("/api/alerts/{alert_id}")
+    def get_alert(alert_id: str, request: Request) -> dict[str, Any]:
+        require(request)
+        assert hub.store is not None
+        card = hub.store.get_alert(alert_id) if _HEX32.match(alert_id) else None
+        if card is None:
+            raise HTTPException(status_code=404)
+        return card_event(card)
+
+    @app.get("/api/alerts/{alert_id}/{which}.jpg")
+    def image(alert_id: str, which: str, request: Request) -> Response:
+        require(request)
+        assert hub.store is not None
+        if not _HEX32.match(alert_id) or which not in ("probe", "reference"):
+            raise HTTPException(status_code=404)
+        data = hub.store.image(alert_id, which)
+        if data is None:
+            raise HTTPException(status_code=404)
+        return Response(data, media_type="image/jpeg")
+
+    @app.post("/api/alerts/{alert_id}/decision")
+    async def decide(alert_id: str, request: Request) -> Response:
+        officer = await run_in_threadpool(require, request)
+        if request.headers.get("x-edge-request") != "1":
+            hub.metrics.decisions_refused.labels("csrf").inc()
+            raise HTTPException(status_code=403, detail="missing request header")
+        body = await request.body()
+        try:
+            data = json.loads(body) if len(body) <= 1024 else None
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        decision = data.get("decision") if isinstance(data, dict) else None
+        if decision not in DECISIONS:
+            hub.metrics.decisions_refused.labels("bad_value").inc()
+            raise HTTPException(status_code=400, detail="decision must be one of "
+                                + ", ".join(DECISIONS))
+        if not _HEX32.match(alert_id):
+            hub.metrics.decisions_refused.labels("not_found").inc()
+            raise HTTPException(status_code=404)
+        status, card = await run_in_threadpool(hub.decide, alert_id, decision, officer)
+        if status == "not_found":
+            hub.metrics.decisions_refused.labels("not_found").inc()
+            raise HTTPException(status_code=404)
+        if status == "already":
+            hub.metrics.decisions_refused.labels("already_decided").inc()
+            return JSONResponse({"status": "already_decided", "card": card_event(card or {})
+                                 if card else None}, status_code=409)
+        log.info("officer %s: %s on alert %s", officer, decision, alert_id)
+        return JSONResponse({"status": "ok", "card": card_event(card) if card else None})
+
+    @app.get("/api/nodes")
+    def nodes(request: Request) -> dict[str, Any]:
+        require(request)
+        return {"nodes": hub.node_status(), "server_time": time.time()}
+
+    @app.get("/api/events")
+    async def events(request: Request) -> Response:
+        token = request.cookies.get(COOKIE)
+        officer = await run_in_threadpool(officer_of, request)
+        if officer is None:
+            hub.metrics.http_unauthorized.inc()
+            raise HTTPException(status_code=401, detail="sign in required")
+
+        async def stream() -> AsyncIterator[bytes]:
+            q = hub.bus.subscribe()
+            hub.metrics.sse_clients.inc()
+            try:
+                yield b"retry: 1000\n\n"
+                next_status = 0.0
+                next_auth = time.monotonic() + 5
+                while not hub.stopping:
+                    now = time.monotonic()
+                    if now >= next_status:
+                        next_status = now + 1.0
+                        payload = {"nodes": hub.node_status(), "server_time": time.time()}
+                        yield _sse("status", payload)
+                    if now >= next_auth:
+                        next_auth = now + 5
+                        if hub.store is None or (
+                            await run_in_threadpool(hub.store.session_officer, token)
+                        ) is None:
+                            yield _sse("signed_out", {})
+                            return
+                    try:
+                        ev = await asyncio.wait_for(q.get(), timeout=max(0.05, next_status
+                                                                         - time.monotonic()))
+                    except TimeoutError:
+                        continue
+                    if ev is None:
+                        return
+                    if ev["type"] in ("alert", "decision"):
+                        yield _sse(ev["type"], ev["card"])
+                    elif ev["type"] == "nodes":
+                        next_status = 0.0
+                    elif ev["type"] == "purged":
+                        yield _sse("purged", {})
+            finally:
+                hub.bus.unsubscribe(q)
+                hub.metrics.sse_clients.dec()
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream",
+            headers={"X-Accel-Buffering": "no"},
+        )
+
+    app.add_middleware(_SecurityHeaders)
+    return app
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+class HubServer:
+    """Hub + web app served by uvicorn in a background thread (tests, benchmarks, embedding)."""
+
+    def __init__(self, hub: Hub, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.hub = hub
+        self.host = host
+        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._sock.bind((host, port))
+        except OSError as exc:
+            self._sock.close()
+            raise EdgeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        self.port = self._sock.getsockname()[1]
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(hub), log_level="warning", access_log=False,
+                timeout_graceful_shutdown=2, lifespan="off",
+            )
+        )
+        self._thread: threading.Thread | None = None
+        orig_exit = self.server.handle_exit
+
+        def handle_exit(sig: int, frame: Any) -> None:
+            hub.stopping = True  # end open SSE streams so shutdown doesn't wait for them
+            hub.bus.publish(None)
+            orig_exit(sig, frame)
+
+        self.server.handle_exit = handle_exit  # type: ignore[method-assign]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def serve(self) -> None:
+        """Serve in this (main) thread until SIGINT/SIGTERM."""
+        try:
+            self.server.run(sockets=[self._sock])
+        finally:
+            self._sock.close()
+
+    def start(self) -> HubServer:
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self._sock]}, name="hub-http",
+            daemon=True,
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise EdgeError("hub web server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.hub.stopping = True
+        self.hub.bus.publish(None)
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._sock.close()

@@ -1,0 +1,243 @@
+// Tablet client: live alert queue over SSE, one card per alert id, three decisions.
+// No framework, no build step, no network beyond the hub (the deployment network is closed).
+// All text goes in via textContent (never innerHTML) so alert fields cannot inject markup.
+"use strict";
+
+const state = {
+  cards: new Map(),      // alert_id -> {el, card}
+  nodes: [],
+  hubOk: false,
+  lostAfter: 5,
+  serverSkew: 0,         // server_time - Date.now()/1000
+  es: null,
+};
+
+const $ = (sel) => document.querySelector(sel);
+
+function fmtTime(t) {
+  const d = new Date(t * 1000);
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+}
+
+function ago(t) {
+  const s = Math.max(0, Math.round(Date.now() / 1000 + state.serverSkew - t));
+  if (s < 60) return s + " s ago";
+  if (s < 3600) return Math.floor(s / 60) + " min ago";
+  return Math.floor(s / 3600) + " h ago";
+}
+
+const DECISION_TEXT = { confirm: "Confirmed (engaged)", reject: "Rejected (false alert)", no_action: "No action" };
+
+async function api(path, opts) {
+  const r = await fetch(path, Object.assign({ credentials: "same-origin", cache: "no-store" }, opts || {}));
+  if (r.status === 401) { location.href = "/login"; throw new Error("signed out"); }
+  return r;
+}
+
+function setImg(img, url, box) {
+  if (url) {
+    img.src = url;
+  } else {
+    img.remove();
+    box.textContent = "image removed";
+  }
+}
+
+function buildCard(card, isNew) {
+  const el = $("#card-tpl").content.firstElementChild.cloneNode(true);
+  el.dataset.alertId = card.alert_id;
+  const probe = el.querySelector("img.probe");
+  const ref = el.querySelector("img.reference");
+  let pendingImgs = 0;
+  const onImg = () => { pendingImgs -= 1; if (pendingImgs <= 0) el.dataset.imagesAt = String(Date.now()); };
+  for (const [img, url] of [[probe, card.probe_url], [ref, card.reference_url]]) {
+    if (url) { pendingImgs += 1; img.addEventListener("load", onImg, { once: true }); img.addEventListener("error", onImg, { once: true }); }
+  }
+  setImg(probe, card.probe_url, probe.parentElement);
+  setImg(ref, card.reference_url, ref.parentElement);
+  el.querySelector(".name").textContent = card.display_name;
+  el.querySelector(".category").textContent = card.category || "";
+  el.querySelector(".score").textContent = (card.score * 100).toFixed(1) + "%  (threshold " + (card.threshold * 100).toFixed(0) + "%)";
+  el.querySelector(".camera").textContent = card.camera + (card.node_id ? "  ·  " + card.node_id : "");
+  el.querySelector(".time").dataset.t = String(card.captured_at);
+  for (const b of el.querySelectorAll("button.act")) {
+    b.addEventListener("click", () => decide(card.alert_id, b.dataset.decision, el));
+  }
+  if (isNew) el.classList.add("new");
+  return el;
+}
+
+function applyDecision(el, card) {
+  el.querySelector(".actions").remove();
+  const res = el.querySelector(".result");
+  res.textContent = "";
+  const tag = document.createElement("span");
+  tag.className = "decision-tag " + card.decision;
+  tag.textContent = DECISION_TEXT[card.decision] + " · " + card.officer + " · " + fmtTime(card.decision_at);
+  res.appendChild(tag);
+  el.classList.remove("new");
+  el.dataset.decision = card.decision;
+  if (!card.probe_url) {
+    const img = el.querySelector("img.probe");
+    if (img) setImg(img, null, img.parentElement);
+  }
+}
+
+function upsert(card, live) {
+  const have = state.cards.get(card.alert_id);
+  if (!have) {
+    const el = buildCard(card, live && !card.decision);
+    el.dataset.via = live ? "live" : "list";  // benchmarks time only live arrivals
+    state.cards.set(card.alert_id, { el, card });
+    if (card.decision) {
+      applyDecision(el, card);
+      insertSorted($("#decided"), el, card.decision_at);
+    } else {
+      insertSorted($("#open"), el, card.received_at);
+    }
+    if (live) {
+      // Stamp when the card has been laid out and painted (two animation frames).
+      requestAnimationFrame(() => requestAnimationFrame(() => { el.dataset.renderedAt = String(Date.now()); }));
+      if (!card.decision && navigator.vibrate) navigator.vibrate(200);
+    } else {
+      el.dataset.renderedAt = String(Date.now());
+    }
+  } else if (card.decision && !have.card.decision) {
+    have.card = card;
+    applyDecision(have.el, card);
+    insertSorted($("#decided"), have.el, card.decision_at);
+  }
+  refresh();
+}
+
+function insertSorted(container, el, key) {
+  el.dataset.sortKey = String(key || 0);
+  for (const other of container.children) {
+    if (Number(other.dataset.sortKey) < key) { container.insertBefore(el, other); return; }
+  }
+  container.appendChild(el);
+}
+
+async function decide(alertId, decision, el) {
+  const buttons = el.querySelectorAll("button.act");
+  buttons.forEach((b) => { b.disabled = true; });
+  const res = el.querySelector(".result");
+  res.className = "result";
+  res.textContent = "sending…";
+  try {
+    const r = await api("/api/alerts/" + alertId + "/decision", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Edge-Request": "1" },
+      body: JSON.stringify({ decision }),
+    });
+    const body = await r.json().catch(() => ({}));
+    if ((r.ok || r.status === 409) && body.card) {
+      upsert(body.card, false);
+      if (r.status === 409) res.textContent = "Already decided by " + body.card.officer;
+      return;
+    }
+    throw new Error("hub answered " + r.status);
+  } catch (e) {
+    res.className = "result err";
+    res.textContent = "Not sent (" + e.message + "). Try again.";
+    buttons.forEach((b) => { b.disabled = false; });
+  }
+}
+
+function refresh() {
+  const open = $("#open").children.length;
+  $("#open-count").textContent = open + " open";
+  $("#empty").style.display = open ? "none" : "block";
+  $(".decided-title").style.display = $("#decided").children.length ? "block" : "none";
+  for (const t of document.querySelectorAll(".time")) {
+    const v = Number(t.dataset.t);
+    if (v) t.textContent = fmtTime(v) + "  (" + ago(v) + ")";
+  }
+  renderBanners();
+}
+
+function renderBanners() {
+  const box = $("#banners");
+  const items = [];
+  if (!state.hubOk) items.push(["banner", "Connection to the hub lost — reconnecting… New alerts will not appear until it is back."]);
+  if (state.hubOk) {
+    const lost = state.nodes.filter((n) => !n.online);
+    for (const n of lost) {
+      const label = (n.camera ? n.camera + " (" + n.node_id + ")" : n.node_id);
+      const when = n.last_seen ? "last heard " + fmtTime(n.last_seen) + ", " + ago(n.last_seen) : "not heard since the hub started";
+      items.push(["banner", "Camera node lost: " + label + " — " + when + ". Alerts from it cannot arrive."]);
+    }
+    if (!state.nodes.length) items.push(["banner warn", "No camera node has connected yet."]);
+  }
+  const key = JSON.stringify(items);
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
+  box.textContent = "";
+  for (const [cls, text] of items) {
+    const d = document.createElement("div");
+    d.className = cls;
+    d.textContent = text;
+    box.appendChild(d);
+  }
+}
+
+function setHub(ok) {
+  state.hubOk = ok;
+  const p = $("#hub-state");
+  p.className = "pill " + (ok ? "pill-ok" : "pill-bad");
+  p.textContent = ok ? "hub connected" : "hub offline";
+  renderBanners();
+}
+
+async function reload() {
+  const r = await api("/api/alerts?limit=200");
+  const body = await r.json();
+  state.serverSkew = body.server_time - Date.now() / 1000;
+  // Oldest first so live ordering is preserved; upsert ignores cards already shown.
+  for (const c of body.alerts.slice().reverse()) upsert(c, false);
+}
+
+function connect() {
+  const es = new EventSource("/api/events");
+  state.es = es;
+  es.addEventListener("open", () => { setHub(true); reload().catch(() => {}); });
+  es.addEventListener("alert", (e) => upsert(JSON.parse(e.data), true));
+  es.addEventListener("decision", (e) => upsert(JSON.parse(e.data), true));
+  es.addEventListener("status", (e) => {
+    const s = JSON.parse(e.data);
+    state.nodes = s.nodes;
+    state.serverSkew = s.server_time - Date.now() / 1000;
+    if (!state.hubOk) setHub(true);
+    renderBanners();
+  });
+  es.addEventListener("purged", () => {
+    // Retention removed old alerts: rebuild from the server's list.
+    for (const { el } of state.cards.values()) el.remove();
+    state.cards.clear();
+    reload().catch(() => {});
+  });
+  es.addEventListener("signed_out", () => { location.href = "/login"; });
+  es.addEventListener("error", () => {
+    setHub(false);
+    if (es.readyState === EventSource.CLOSED) {
+      // Closed for good (e.g. 401 or hub restart): check the session, then reconnect.
+      setTimeout(async () => {
+        try { await api("/api/me"); connect(); } catch (_) { setTimeout(connect, 2000); }
+      }, 1000);
+    }
+  });
+}
+
+async function main() {
+  try {
+    const r = await api("/api/me");
+    const me = await r.json();
+    $("#officer").textContent = me.officer;
+    state.lostAfter = me.node_lost_after_s;
+  } catch (_) { return; }
+  setHub(false);
+  connect();
+  setInterval(refresh, 1000);
+}
+
+document.addEventListener("DOMContentLoaded", main);

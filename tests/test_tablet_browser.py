@@ -1,0 +1,252 @@
+"""The tablet UI in a real headless Chromium: sign in, live alert, confirm, decision in the
+node's audit log, node-lost banner; screenshots at tablet size in artifacts/."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.audit import AuditLog, read_records
+from edge.hub.synthetic import synthetic_alert
+from edge.outbox import AlertSender
+from tests.hub_helpers import PASSWORD, RunningHub, hub_config, wait_for
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "artifacts"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+
+
+def face_jpegs() -> tuple[bytes, bytes]:
+    """(probe, reference) from a photo shipped in insightface's wheel (a public sample)."""
+    from edge.demo import sample_images_dir
+
+    img = cv2.imread(str(sample_images_dir() / "Tom_Hanks_54745.png"))
+    assert img is not None
+    ref = cv2.imencode(".jpg", cv2.resize(img, (224, 224)))[1].tobytes()
+    # a "live" crop: mirrored, darker, softer, like a street camera
+    live = cv2.GaussianBlur(cv2.flip(img, 1), (3, 3), 0)
+    live = np.clip(live.astype(np.int16) - 25, 0, 255).astype(np.uint8)
+    probe = cv2.imencode(".jpg", cv2.resize(live, (160, 160)), [cv2.IMWRITE_JPEG_QUALITY, 85])[
+        1
+    ].tobytes()
+    return probe, ref
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip("needs /usr/bin/chromium (Debian package `chromium`)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def sign_in(page, url: str, officer: str = "pc1") -> None:
+    page.goto(url + "/")
+    assert page.url.endswith("/login")
+    page.fill("#officer", officer)
+    page.fill("#password", PASSWORD)
+    page.click("#signin")
+    page.wait_for_selector("#hub-state.pill-ok", timeout=10000)
+
+
+def test_sign_in_live_alert_confirm_reaches_node_audit(tmp_path: Path, browser) -> None:
+    h = RunningHub(hub_config(tmp_path, **{"ui.node_lost_after_s": 2}))
+    audit = AuditLog(tmp_path / "node" / "audit.jsonl")
+    sender = AlertSender(tmp_path / "node" / "outbox.sqlite", h.endpoint, "node-north",
+                         None, audit, camera="North gate, cam 2").start()
+    ctx = browser.new_context(viewport={"width": 1024, "height": 768}, has_touch=True)
+    page = ctx.new_page()
+    try:
+        # a wrong password first: stays on the sign-in page with an error
+        page.goto(h.url + "/")
+        page.fill("#officer", "pc1")
+        page.fill("#password", "not the password")
+        page.click("#signin")
+        assert page.locator(".error").is_visible()
+        sign_in(page, h.url)
+        wait_for(lambda: sender.hub_connected, what="node connected")
+        page.wait_for_function("document.querySelector('#banners').textContent === ''",
+                               timeout=10000)
+        probe, ref = face_jpegs()
+        alert = synthetic_alert(
+            "node-north", "North gate, cam 2", 1, display_name="Jordan Example",
+            category="Wanted: robbery (warrant 24/1187)", score=0.713, threshold=0.45,
+            subject_id="WL-0042", captured_at=time.time(), decided_at=time.time(),
+        )
+        sender.send(alert, probe, ref)
+        sel = f'#open article[data-alert-id="{alert.alert_id}"]'
+        page.wait_for_selector(sel + "[data-rendered-at][data-images-at]", timeout=10000)
+        card = page.locator(sel)
+        assert "Jordan Example" in card.inner_text()
+        assert "71.3%" in card.inner_text() and "North gate, cam 2" in card.inner_text()
+        # both images really loaded (naturalWidth > 0)
+        assert page.evaluate(
+            f"""Array.from(document.querySelectorAll('{sel} img'))
+                .every(i => i.complete && i.naturalWidth > 0)"""
+        )
+        # a replayed alert (node re-send) still shows once
+        sender.send(alert, probe, ref)
+        wait_for(lambda: sender.pending() == 0, what="replay acked")
+        time.sleep(0.3)
+        assert page.locator(f'article[data-alert-id="{alert.alert_id}"]').count() == 1
+        # buttons are touch-sized
+        box = card.locator("button.confirm").bounding_box()
+        assert box and box["height"] >= 56 and box["width"] >= 120
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.wait_for_timeout(1300)  # let the arrival highlight fade for the screenshot
+        page.screenshot(path=str(ARTIFACTS / "tablet_alert.png"))
+
+        card.locator("button.confirm").tap()
+        page.wait_for_selector(
+            f'#decided article[data-alert-id="{alert.alert_id}"] .decision-tag.confirm',
+            timeout=10000,
+        )
+
+        def decisions() -> list:
+            return [r for r in read_records(audit.path) if r["kind"] == "decision"]
+
+        (rec,) = wait_for(decisions, what="decision in the node's audit log")
+        assert rec["data"]["alert_id"] == alert.alert_id
+        assert rec["data"]["decision"] == "confirm" and rec["data"]["officer"] == "pc1"
+        assert page.locator("#open article").count() == 0
+
+        # the node goes away: the tablet says so
+        sender.close(0)
+        page.wait_for_selector("#banners .banner", timeout=10000)
+        assert "Camera node lost" in page.locator("#banners").inner_text()
+        assert "North gate, cam 2" in page.locator("#banners").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "tablet_node_lost.png"))
+    finally:
+        ctx.close()
+        sender.close(0)
+        h.close()
+        audit.close()
+
+
+def test_portrait_layout_and_unauthenticated_redirect(tmp_path: Path, browser) -> None:
+    h = RunningHub(hub_config(tmp_path))
+    ctx = browser.new_context(viewport={"width": 768, "height": 1024}, has_touch=True)
+    page = ctx.new_page()
+    try:
+        for path in ("/", "/static/app.js"):
+            resp = page.goto(h.url + path)
+            assert page.url.endswith("/login") or (resp is not None and resp.status == 401)
+        sign_in(page, h.url)
+        with AlertSender(tmp_path / "o.sqlite", h.endpoint, "node-1", None, None,
+                         camera="Station") as s:
+            probe, ref = face_jpegs()
+            a = synthetic_alert("node-1", "Station", 2, display_name="Portrait Check")
+            s.send(a, probe, ref)
+            page.wait_for_selector(f'article[data-alert-id="{a.alert_id}"][data-images-at]',
+                                   timeout=10000)
+        # nothing overflows horizontally on a portrait tablet
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "tablet_portrait.png"))
+    finally:
+        ctx.close()
+        h.close()
+
+
+def test_end_to_end_node_on_video_to_tablet(tmp_path: Path, browser, engine, sample_images
+                                            ) -> None:
+    """`edge run` on a clip of a real photo -> hub -> tablet -> confirm -> node audit log."""
+    import os
+    import signal
+    import subprocess
+
+    from edge.audit import verify
+    from edge.demo import _enrolment_photo
+    from edge.vault import create_key_file
+    from edge.watchlist import Entry, Subject, Watchlist, WatchlistMeta
+    from tests.conftest import EDGE, write_clip
+
+    group = cv2.imread(str(sample_images / "t1.jpg"))
+    people = sorted(engine.faces(group), key=lambda f: float(f.bbox[0]))
+    enrol_img = _enrolment_photo(group, people[1].bbox)
+    enrol = engine.faces(enrol_img)[0]
+    x, y, w, hh = (int(v) for v in enrol.bbox)
+    ref_jpeg = cv2.imencode(".jpg", enrol_img[max(0, y - hh // 3): y + hh + hh // 3,
+                                              max(0, x - w // 3): x + w + w // 3])[1].tobytes()
+    clip = write_clip(tmp_path / "clip.mp4",
+                      [cv2.resize(group[:, 10 * i: 10 * i + 1200], (900, 664)) for i in range(10)])
+    key_path = tmp_path / "wl.key"
+    key = create_key_file(key_path)
+    meta = WatchlistMeta(deployment_id="e2e-test", window_start=0.0, window_end=0.0)
+    Watchlist(meta, {"P2": Subject("P2", "Person Two", "Wanted: test warrant")},
+              [Entry("P2/1", "P2", "p2.jpg")], enrol.embedding[None],
+              references={"P2/1": ref_jpeg}).save(tmp_path / "wl", key)
+
+    h = RunningHub(hub_config(tmp_path, **{"ui.node_lost_after_s": 3}))
+    (tmp_path / "node.toml").write_text(
+        f'[node]\nnode_id = "node-e2e"\ncamera = "Arcade cam 1"\n'
+        f'[alerts]\nendpoint = "{h.endpoint}"\n'
+    )
+    ctx = browser.new_context(viewport={"width": 1024, "height": 768}, has_touch=True)
+    page = ctx.new_page()
+    node = None
+    try:
+        sign_in(page, h.url)
+        node = subprocess.Popen(
+            [*EDGE, "run", "--source", str(clip), "--watchlist", str(tmp_path / "wl"),
+             "--key-file", str(key_path), "--config", str(tmp_path / "node.toml"), "--hold-after-end"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ),
+        )
+        sel = '#open article[data-alert-id]'
+        try:
+            deadline = time.monotonic() + 120
+            while not page.locator(sel + "[data-images-at]").count():
+                assert node.poll() is None and time.monotonic() < deadline
+                page.wait_for_timeout(100)
+        except AssertionError:
+            node.kill()
+            out, err = node.communicate(timeout=10)
+            raise AssertionError(f"no alert card; node stdout:\n{out}\nstderr:\n{err[-3000:]}"
+                                 ) from None
+        cards = page.locator(sel)
+        assert cards.count() == 1  # one alert per person per track
+        text = cards.first.inner_text()
+        assert "Person Two" in text and "Arcade cam 1" in text
+        assert page.evaluate(
+            f"""Array.from(document.querySelectorAll('{sel} img'))
+                .every(i => i.complete && i.naturalWidth > 0)"""
+        )
+        alert_id = cards.first.get_attribute("data-alert-id")
+        page.wait_for_timeout(1300)
+        page.screenshot(path=str(ARTIFACTS / "tablet_e2e_alert.png"))
+        cards.first.locator("button.confirm").tap()
+        page.wait_for_selector("#decided .decision-tag.confirm", timeout=10000)
+        audit_path = tmp_path / "state" / "audit.jsonl"
+
+        def decision() -> list:
+            return [r for r in read_records(audit_path) if r["kind"] == "decision"]
+
+        (rec,) = wait_for(decision, timeout=15, what="decision in the node's audit log")
+        assert rec["data"]["alert_id"] == alert_id and rec["data"]["decision"] == "confirm"
+        alert_recs = [r for r in read_records(audit_path) if r["kind"] == "alert"]
+        assert [r["data"]["alert_id"] for r in alert_recs] == [alert_id]
+        node.send_signal(signal.SIGTERM)
+        out, err = node.communicate(timeout=30)
+        assert node.returncode == 0, err
+        assert verify(audit_path).ok
+    finally:
+        if node is not None and node.poll() is None:
+            node.kill()
+            node.wait(10)
+        ctx.close()
+        h.close()
