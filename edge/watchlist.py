@@ -21,9 +21,17 @@ import numpy as np
 from edge.errors import WatchlistError
 
 FORMAT_VERSION = 1
-# Flat search is exact; above this many entries HNSW answers faster (benchmarks/index_scale.py).
-HNSW_ABOVE = 50_000
+# Flat search is exact; above this many entries HNSW answers faster (benchmarks/index_scale.py,
+# docs/WATCHLIST.md): on 2 cores, 1 thread, flat p99 is 0.6 ms at 30k entries and 1.0-1.1 ms at
+# 50k (over a 1 ms budget on cores also busy detecting); HNSW stays <= 0.4 ms up to 1M with
+# recall@1 >= 0.99 (vs exact) up to 100k. Measured in Nov 2026; was 50_000 (a guess) before.
+HNSW_ABOVE = 30_000
 HNSW_M = 32
+# A frame's few probes are searched on one thread: an OpenMP team for a 1-32 row query costs
+# more than it saves, and on a 2-core node busy detecting and embedding it stalls for tens of
+# ms (10k flat: 0.06 ms on 1 thread vs 16 ms p50 on 2; benchmarks/index_scale.py). Note this
+# sets FAISS's process-wide thread count.
+SEARCH_THREADS = 1
 
 
 @dataclass
@@ -96,6 +104,8 @@ class Watchlist:
             sims_out[:n] = -1.0
             ids_out[:n] = -1
             return
+        if faiss.omp_get_max_threads() != SEARCH_THREADS:
+            faiss.omp_set_num_threads(SEARCH_THREADS)
         self.index.search(probes, 1, D=sims_out[:n], I=ids_out[:n])
 
     def match_of(self, entry_idx: int, score: float) -> Match:

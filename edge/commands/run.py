@@ -11,18 +11,11 @@ from pathlib import Path
 
 import click
 
+from edge.commands.watchlist import key_from_options, key_options
 from edge.config import load_config
 from edge.errors import EdgeError
 
 log = logging.getLogger("edge.run")
-
-
-def _key_options(f):
-    f = click.option("--passphrase-env", metavar="VAR", default=None,
-                     help="Name of an environment variable holding the watchlist passphrase.")(f)
-    f = click.option("--key-file", type=click.Path(dir_okay=False), default=None,
-                     help="Watchlist key file (kept apart from the watchlist).")(f)
-    return f
 
 
 @click.command()
@@ -30,7 +23,7 @@ def _key_options(f):
               help="Webcam index (0), video file, rtsp:// or http:// URL, or image folder.")
 @click.option("--watchlist", "-w", "watchlist_dir", required=True,
               type=click.Path(file_okay=False), help="Encrypted watchlist directory.")
-@_key_options
+@key_options
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Deployment config TOML (overrides config/default.toml).")
 @click.option("--endpoint", default=None, help="Hub ZeroMQ endpoint (overrides alerts.endpoint).")
@@ -51,6 +44,7 @@ def run(source: str, watchlist_dir: str, key_file: str | None, passphrase_env: s
 
     from edge import hardening
     from edge.audit import AuditLog
+    from edge.enrol import check_model
     from edge.outbox import AlertSender
     from edge.pipeline import Node
     from edge.sources import open_source
@@ -62,9 +56,10 @@ def run(source: str, watchlist_dir: str, key_file: str | None, passphrase_env: s
         click.echo(f"[edge] {line}", err=True)
 
     _destroy_if_due(watchlist_dir, key_file)
-    key = _watchlist_key(key_file, passphrase_env)
+    key = key_from_options(watchlist_dir, Path(key_file) if key_file else None, passphrase_env)
     wl = Watchlist.load(watchlist_dir, key)
     wl.check_window()
+    check_model(wl, cfg)  # a list made with another recogniser would match nothing sensibly
 
     audit = AuditLog(Path(cfg.audit.path))
     node = Node(cfg, wl, audit=audit)
@@ -83,15 +78,21 @@ def run(source: str, watchlist_dir: str, key_file: str | None, passphrase_env: s
         nm = NodeMetrics()
         nm.registry.register(PipelineCollector(node))
         metrics_server = serve_metrics(nm.registry, cfg.metrics.port)
+    # open the source before any thread starts: a bad camera or URL stops start-up cleanly
+    try:
+        src = open_source(source, node.ring, cfg.source.max_width, cfg.source.realtime,
+                          cfg.source.reconnect_initial_s, cfg.source.reconnect_max_s,
+                          cfg.source.max_reconnects)
+    except EdgeError:
+        if metrics_server is not None:
+            metrics_server.close()
+        audit.close()
+        raise
     sender = AlertSender(Path(cfg.alerts.outbox), cfg.alerts.endpoint, cfg.node.node_id, curve,
                          audit=audit, metrics=nm, camera=cfg.node.camera,
                          counts=lambda: _ledger_counts(node))
     sender.start()
     node.sink = sender
-
-    src = open_source(source, node.ring, cfg.source.max_width, cfg.source.realtime,
-                      cfg.source.reconnect_initial_s, cfg.source.reconnect_max_s,
-                      cfg.source.max_reconnects)
     audit.append("node.start", {
         "node_id": cfg.node.node_id, "camera": cfg.node.camera,
         "deployment_id": wl.meta.deployment_id, "watchlist_entries": len(wl),
@@ -113,23 +114,23 @@ def run(source: str, watchlist_dir: str, key_file: str | None, passphrase_env: s
                f"{cfg.match.threshold}", err=True)
     try:
         stats = node.run(src, max_frames=max_frames)
+        click.echo(f"[edge] {node.stopped_reason}: {stats.frames} frames, {stats.faces_seen} "
+                   f"faces seen, {stats.alerts} alerts, {stats.faces_discarded} discarded; "
+                   f"bad frames {src.stats.bad_frames}", err=True)
+        if hold_after_end:
+            print("[edge] holding after end of source", flush=True)
+            while not stop.wait(0.2):
+                pass
     finally:
         snap = node.stats.snapshot()
         audit.append("node.stop", {"reason": node.stopped_reason or "error", **{
             k: snap[k] for k in ("frames", "faces_seen", "faces_discarded", "alerts")}})
-    click.echo(f"[edge] {node.stopped_reason}: {stats.frames} frames, {stats.faces_seen} faces "
-               f"seen, {stats.alerts} alerts, {stats.faces_discarded} discarded; "
-               f"bad frames {src.stats.bad_frames}", err=True)
+        sender.close(timeout=5.0)
+        if metrics_server is not None:
+            metrics_server.close()
+        audit.close()
     if node.stopped_reason == "watchlist window closed":
         _destroy_if_due(watchlist_dir, key_file)
-    if hold_after_end:
-        print("[edge] holding after end of source", flush=True)
-        while not stop.wait(0.2):
-            pass
-    sender.close(timeout=5.0)
-    if metrics_server is not None:
-        metrics_server.close()
-    audit.close()
 
 
 def _ledger_counts(node) -> dict[str, int]:
@@ -159,24 +160,6 @@ class PipelineCollector:
         yield gated
         for key in ("zeroize_p50_ms", "zeroize_p99_ms"):
             yield GaugeMetricFamily(f"edge_node_{key}", "Decision-to-zeroed latency", value=snap[key])
-
-
-def _watchlist_key(key_file: str | None, passphrase_env: str | None):
-    """The watchlist key from a key file or a passphrase held in an environment variable."""
-    import os
-
-    from edge.vault import VaultKey
-
-    if key_file and passphrase_env:
-        raise EdgeError("give either --key-file or --passphrase-env, not both")
-    if key_file:
-        return VaultKey.from_file(Path(key_file))
-    if passphrase_env:
-        value = os.environ.get(passphrase_env)
-        if not value:
-            raise EdgeError(f"environment variable {passphrase_env} is not set or empty")
-        return VaultKey.from_passphrase(value)
-    raise EdgeError("the watchlist is encrypted: give --key-file or --passphrase-env")
 
 
 def _destroy_if_due(watchlist_dir: str, key_file: str | None) -> None:

@@ -1,0 +1,570 @@
+"""``edge watchlist``: create, build, show, stats and destroy encrypted watchlists.
+
+Key handling lives here so every command that opens a list (including ``edge run``) asks for
+the key the same way: ``--key-file PATH`` (32 random bytes, made on first use, mode 0600,
+never inside the watchlist folder) or a passphrase (``--passphrase-env VAR`` or
+``--passphrase-prompt``; scrypt-derived). Use :func:`key_options` and
+:func:`key_from_options` in other commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from edge import vault
+from edge.errors import WatchlistError
+
+F = TypeVar("F", bound=Callable[..., Any])
+_PROMPT_META = "edge.watchlist.passphrase_prompt"
+MIN_PASSPHRASE_CHARS = 12
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def _remember_prompt(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    ctx.meta[_PROMPT_META] = bool(value)
+    return value
+
+
+def key_options(f: F) -> F:
+    """Add ``--key-file``, ``--passphrase-env`` and ``--passphrase-prompt`` to a command.
+
+    The command receives ``key_file`` and ``passphrase_env``; the prompt flag is kept in the
+    click context and read by :func:`key_from_options`.
+    """
+    f = click.option(
+        "--passphrase-prompt", is_flag=True, expose_value=False, callback=_remember_prompt,
+        help="Ask for the passphrase on the terminal.")(f)
+    f = click.option(
+        "--passphrase-env", metavar="VAR",
+        help="Name of an environment variable holding the watchlist passphrase.")(f)
+    f = click.option(
+        "--key-file", type=click.Path(dir_okay=False, path_type=Path),
+        help="Key file (32 random bytes). Keep it off the watchlist's disk; never inside its folder.")(f)
+    return f
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    p, d = path.expanduser().resolve(), folder.expanduser().resolve()
+    return p == d or d in p.parents
+
+
+def check_key_location(watchlist_dir: Path, key_file: Path | None) -> None:
+    """Refuse a key file inside (or equal to) the watchlist folder: it would sit beside the data."""
+    if key_file is not None and _inside(Path(key_file), Path(watchlist_dir)):
+        raise WatchlistError(
+            f"key file {key_file} is inside the watchlist folder {watchlist_dir}; "
+            "keep the key elsewhere (another disk or a secrets store)")
+
+
+def _passphrase(passphrase_env: str | None, prompt: bool, create: bool) -> str:
+    if passphrase_env:
+        value = os.environ.get(passphrase_env)
+        if not value:
+            raise WatchlistError(f"environment variable {passphrase_env} is not set or empty")
+    else:
+        value = click.prompt("Watchlist passphrase", hide_input=True, confirmation_prompt=create,
+                             err=True)
+    if create and len(value) < MIN_PASSPHRASE_CHARS:
+        raise WatchlistError(
+            f"the passphrase is too short for a new watchlist (at least {MIN_PASSPHRASE_CHARS} "
+            "characters; a key file is stronger)")
+    return value
+
+
+def key_from_options(watchlist_dir: str | Path, key_file: Path | None, passphrase_env: str | None,
+                     create: bool = False) -> vault.VaultKey:
+    """The key for a watchlist from the command-line options.
+
+    ``create`` (new lists): a missing key file is created (0600) and its path printed; a
+    passphrase must be at least 12 characters and gets a new random salt.
+    """
+    ctx = click.get_current_context(silent=True)
+    prompt = bool(ctx and ctx.meta.get(_PROMPT_META))
+    given = sum([key_file is not None, bool(passphrase_env), prompt])
+    if given == 0:
+        raise WatchlistError(
+            "no key given: use --key-file PATH"
+            + (" (created if missing)" if create else "")
+            + ", --passphrase-env VAR or --passphrase-prompt")
+    if given > 1:
+        raise WatchlistError("give only one of --key-file, --passphrase-env, --passphrase-prompt")
+    if key_file is not None:
+        key_file = Path(key_file).expanduser()
+        check_key_location(Path(watchlist_dir), key_file)
+        if create and not key_file.exists():
+            key = vault.create_key_file(key_file)
+            click.echo(f"created key file {key_file} (mode 0600); keep it away from the watchlist: "
+                       "without it the list cannot be opened", err=True)
+            return key
+        return vault.VaultKey.from_file(key_file)
+    pw = _passphrase(passphrase_env, prompt, create)
+    return vault.VaultKey.from_passphrase(pw)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _audit(path: Path | None, kind: str, data: dict) -> None:
+    if path is None:
+        return
+    from edge.audit import AuditLog
+
+    with AuditLog(path) as log:
+        log.append(kind, data)
+
+
+def _engine(config: Path | None):
+    from edge.config import load_config
+    from edge.engine import FaceEngine
+
+    cfg = load_config(config)
+    return cfg, FaceEngine(cfg)
+
+
+def _refuse_existing(out: Path, replace: bool) -> None:
+    if (out / vault.HEADER_FILE).is_file():
+        if not replace:
+            dep = vault.read_meta(out)["meta"].get("deployment_id", "?")
+            raise WatchlistError(
+                f"{out} already holds a watchlist (deployment {dep}); destroy it first or pass --replace")
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise WatchlistError(f"{out} exists and is not a watchlist; choose another -o")
+
+
+def _report_checks(result_checks: list, rejected_only: bool = True) -> None:
+    rej = [(r, c) for r, c in result_checks if not c.ok]
+    if rej:
+        click.echo(f"rejected {len(rej)} of {len(result_checks)} image(s):", err=True)
+        for r, c in rej:
+            click.echo(f"  {r.name}: {c.reason}", err=True)
+
+
+def _early_key(out: Path, key_file: Path | None, passphrase_env: str | None) -> vault.VaultKey | None:
+    """Resolve the key before the (slow) image checks, without writing anything: an existing
+    key file or a passphrase now; a new key file is only created once the list is built."""
+    check_key_location(out, key_file)
+    if key_file is not None and not Path(key_file).expanduser().exists():
+        return None
+    return key_from_options(out, key_file, passphrase_env, create=True)
+
+
+def _save(wl, out: Path, key: vault.VaultKey | None, key_file: Path | None,
+          passphrase_env: str | None) -> vault.VaultKey:
+    """Write the list; a key file created here is removed again if the write fails."""
+    created = key is None
+    if key is None:
+        key = key_from_options(out, key_file, passphrase_env, create=True)
+    try:
+        wl.save(out, key)
+    except BaseException:
+        if created and key_file is not None:
+            Path(key_file).expanduser().unlink(missing_ok=True)  # it protects nothing
+        raise
+    return key
+
+
+def _policy(min_face_px: float, min_sharpness: float, max_yaw: float, max_pitch: float):
+    from edge.enrol import EnrolPolicy
+
+    p = EnrolPolicy(min_face_px, min_sharpness, max_yaw, max_pitch)
+    p.validate()
+    return p
+
+
+_policy_options = [
+    click.option("--min-face-px", type=float, default=80.0, show_default=True,
+                 help="Minimum face width (from the eye distance) in the reference image."),
+    click.option("--min-sharpness", type=float, default=30.0, show_default=True,
+                 help="Minimum sharpness (variance of Laplacian inside the aligned face)."),
+    click.option("--max-yaw", type=float, default=30.0, show_default=True, help="Max |yaw| in degrees."),
+    click.option("--max-pitch", type=float, default=25.0, show_default=True, help="Max |pitch| in degrees."),
+]
+
+
+def policy_options(f: F) -> F:
+    for opt in reversed(_policy_options):
+        f = opt(f)
+    return f
+
+
+def _status(meta, now: float) -> str:
+    from edge.enrol import destroy_deadline, fmt_time
+
+    if not meta.window_end:
+        return "DEVELOPMENT LIST (no deployment window; the node accepts it only for development)"
+    if now < meta.window_start:
+        return f"NOT YET VALID (window opens {fmt_time(meta.window_start)})"
+    if now < meta.window_end:
+        return "ACTIVE"
+    deadline = destroy_deadline({"window_end": meta.window_end,
+                                 "auto_destroy_hours": meta.auto_destroy_hours})
+    if deadline is not None and now >= deadline:
+        return (f"EXPIRED and DUE FOR DESTRUCTION since {fmt_time(deadline)} "
+                "(run `edge watchlist destroy-expired`)")
+    return f"EXPIRED (the node refuses it; destroyed at the latest {fmt_time(deadline)})"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    def line(r: list[str]) -> str:
+        return "  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@click.group()
+def watchlist() -> None:
+    """Create, inspect and destroy encrypted watchlists.
+
+    A watchlist holds the reference embeddings, subject details and reference photos of one
+    deployment, encrypted and authenticated (AES-256-GCM) under a key file or passphrase
+    that is never stored beside it. Production lists carry a deployment id, the authorising
+    officer and a validity window; the node refuses a list outside its window, and the list
+    is destroyed at most 24 hours after the window ends.
+    """
+
+
+@watchlist.command("create")
+@click.option("--images", "images_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of reference images.")
+@click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV: subject_id, display_name, category, image, image_source, date_added.")
+@click.option("--deployment-id", required=True, help="Deployment this list is authorised for.")
+@click.option("--officer", required=True, help="Name (and rank) of the authorising officer.")
+@click.option("--start", required=True, help="Window start, ISO 8601 (no zone = local time).")
+@click.option("--end", required=True, help="Window end, ISO 8601 (no zone = local time).")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Watchlist folder to write.")
+@click.option("--auto-destroy-hours", type=float, default=24.0, show_default=True,
+              help="Destroy this many hours after the window ends (0-24).")
+@click.option("--allow-rejects", is_flag=True,
+              help="Build from the accepted images even if some are rejected (still listed).")
+@click.option("--replace", is_flag=True, help="Replace a watchlist already at --out.")
+@click.option("--audit", "audit_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Append a watchlist.create record to this audit log.")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Node config (models to use).")
+@policy_options
+@key_options
+def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: str, start: str, end: str,
+               out: Path, auto_destroy_hours: float, allow_rejects: bool, replace: bool,
+               audit_path: Path | None, config: Path | None, min_face_px: float, min_sharpness: float,
+               max_yaw: float, max_pitch: float, key_file: Path | None, passphrase_env: str | None) -> None:
+    """Create a deployment watchlist from reference images and a CSV.
+
+    Every image is checked: readable, exactly one face, large, sharp and frontal enough.
+    Rejected images are listed with the reason. If any image is rejected, a subject is left
+    without an accepted image, or the CSV has errors, nothing is written (an existing list
+    at --out is left as it was) unless --allow-rejects. Several rows per subject give
+    several reference images (separate index entries, one subject).
+
+    \b
+    Example:
+      edge watchlist create --images photos/ --csv subjects.csv \\
+        --deployment-id OP-2025-014 --officer "Supt. A. Example" \\
+        --start 2025-06-01T08:00 --end 2025-06-01T20:00 \\
+        -o /var/lib/edge/watchlist --key-file /etc/edge/keys/op-2025-014.key
+    """
+    from edge import enrol
+
+    policy = _policy(min_face_px, min_sharpness, max_yaw, max_pitch)
+    meta = enrol.make_meta(deployment_id, officer, enrol.parse_time(start, "--start"),
+                           enrol.parse_time(end, "--end"), auto_destroy_hours)
+    _refuse_existing(out, replace)
+    key = _early_key(out, key_file, passphrase_env)
+    try:
+        subjects, rows = enrol.read_csv(csv_path, images_dir)
+    except enrol.EnrolmentError as exc:
+        for p in exc.problems:
+            click.echo(f"  {p}", err=True)
+        raise
+    cfg, engine = _engine(config)
+    meta.model, meta.model_sha256 = enrol.model_identity(cfg)
+    click.echo(f"checking {len(rows)} image(s) of {len(subjects)} subject(s)", err=True)
+    try:
+        result = enrol.enrol(engine, subjects, rows, policy, meta, allow_rejects=allow_rejects)
+    except enrol.EnrolmentError as exc:
+        for p in exc.problems:
+            click.echo(f"  {p}", err=True)
+        raise
+    _report_checks(result.checks)
+    for sid in result.not_enrolled:
+        click.echo(f"  subject {sid} left out: no accepted image", err=True)
+    wl = result.watchlist
+    key = _save(wl, out, key, key_file, passphrase_env)
+    info = vault.read_meta(out, key)
+    s = wl.stats()
+    _audit(audit_path, "watchlist.create", {
+        "deployment_id": meta.deployment_id, "authorising_officer": meta.authorising_officer,
+        "window_start": enrol.fmt_time(meta.window_start), "window_end": enrol.fmt_time(meta.window_end),
+        "auto_destroy_hours": meta.auto_destroy_hours, "subjects": s["subjects"], "entries": s["entries"],
+        "rejected_images": len(result.rejected), "subjects_left_out": len(result.not_enrolled),
+        "model": meta.model, "model_sha256": meta.model_sha256, "index_type": s["index_type"],
+        "vault_id": info["vault_id"], "key": key.kind, "path": str(out.resolve()),
+    })
+    click.echo(f"watchlist written to {out}: {s['subjects']} subject(s), {s['entries']} reference image(s), "
+               f"index {s['index_type']}")
+    click.echo(f"deployment {meta.deployment_id}, authorised by {meta.authorising_officer}; window "
+               f"{enrol.fmt_time(meta.window_start)} to {enrol.fmt_time(meta.window_end)}; destroyed by "
+               f"{enrol.fmt_time(enrol.destroy_deadline(wl.public_meta()))}")
+
+
+@watchlist.command("build")
+@click.argument("images_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Watchlist folder to write.")
+@click.option("--deployment-id", default="dev", show_default=True, help="Label for the list.")
+@click.option("--replace", is_flag=True, help="Replace a watchlist already at --out.")
+@click.option("--audit", "audit_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Append a watchlist.create record to this audit log.")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Node config (models to use).")
+@policy_options
+@key_options
+def build_cmd(images_dir: Path, out: Path, deployment_id: str, replace: bool, audit_path: Path | None,
+              config: Path | None, min_face_px: float, min_sharpness: float, max_yaw: float,
+              max_pitch: float, key_file: Path | None, passphrase_env: str | None) -> None:
+    """Build a development watchlist from IMAGES_DIR with one sub-folder per subject.
+
+    The folder name is the subject id and display name; every image in it becomes a
+    reference image after the same checks as `create`. Rejected images are listed and
+    skipped. The list has no deployment window: use `edge watchlist create` for a
+    deployment.
+
+    \b
+    Example:
+      edge watchlist build photos/ -o wl/ --key-file ~/.config/edge/dev.key
+    """
+    from edge import enrol
+
+    policy = _policy(min_face_px, min_sharpness, max_yaw, max_pitch)
+    _refuse_existing(out, replace)
+    key = _early_key(out, key_file, passphrase_env)
+    try:
+        subjects, rows = enrol.scan_folder(images_dir)
+    except enrol.EnrolmentError as exc:
+        for p in exc.problems:
+            click.echo(f"  {p}", err=True)
+        raise
+    cfg, engine = _engine(config)
+    meta = enrol.WatchlistMeta(deployment_id=deployment_id, index_type="auto")
+    meta.model, meta.model_sha256 = enrol.model_identity(cfg)
+    click.echo(f"building from {len(rows)} image(s) of {len(subjects)} subject(s)", err=True)
+    try:
+        result = enrol.enrol(engine, subjects, rows, policy, meta, allow_rejects=True)
+    except enrol.EnrolmentError as exc:
+        for p in exc.problems:
+            click.echo(f"  {p}", err=True)
+        raise
+    _report_checks(result.checks)
+    for sid in result.not_enrolled:
+        click.echo(f"  subject {sid} left out: no accepted image", err=True)
+    wl = result.watchlist
+    key = _save(wl, out, key, key_file, passphrase_env)
+    s = wl.stats()
+    _audit(audit_path, "watchlist.create", {
+        "deployment_id": deployment_id, "development": True, "subjects": s["subjects"],
+        "entries": s["entries"], "rejected_images": len(result.rejected), "model": meta.model,
+        "model_sha256": meta.model_sha256, "index_type": s["index_type"],
+        "vault_id": vault.read_meta(out, key)["vault_id"], "key": key.kind, "path": str(out.resolve()),
+    })
+    click.echo(f"watchlist written to {out}: {s['subjects']} subject(s), {s['entries']} reference image(s), "
+               f"index {s['index_type']}")
+    click.echo("warning: development list without a deployment window; production lists need "
+               "`edge watchlist create` with --start/--end and an authorising officer", err=True)
+
+
+@watchlist.command("show")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@key_options
+def show_cmd(directory: Path, as_json: bool, key_file: Path | None, passphrase_env: str | None) -> None:
+    """List a watchlist's subjects and metadata (decrypted in memory only; no images written).
+
+    An expired list is still shown (marked EXPIRED) so it can be reviewed until it is
+    destroyed; the node itself refuses it.
+    """
+    from edge import enrol
+    from edge.watchlist import Watchlist
+
+    key = key_from_options(directory, key_file, passphrase_env)
+    wl = Watchlist.load(directory, key)
+    m = wl.meta
+    now = time.time()
+    counts: dict[str, int] = {}
+    for e in wl.entries:
+        counts[e.subject_id] = counts.get(e.subject_id, 0) + 1
+    status = _status(m, now)
+    if as_json:
+        click.echo(json.dumps({
+            "path": str(directory), "status": status.split(" (")[0],
+            "meta": {k: getattr(m, k) for k in m.__dataclass_fields__},
+            "destroy_deadline": enrol.destroy_deadline(wl.public_meta()),
+            "subjects": [dict(vars(s), images=counts.get(s.subject_id, 0)) for s in wl.subjects.values()],
+            "entries": len(wl), "reference_images": len(wl.references),
+        }, indent=1))
+        return
+    click.echo(f"watchlist   {directory}")
+    click.echo(f"deployment  {m.deployment_id}" + (f"   authorised by {m.authorising_officer}"
+                                                  if m.authorising_officer else ""))
+    if m.window_end:
+        click.echo(f"window      {enrol.fmt_time(m.window_start)} to {enrol.fmt_time(m.window_end)}; "
+                   f"auto-destroy {m.auto_destroy_hours:g} h after")
+    click.echo(f"status      {status}")
+    click.echo(f"created     {enrol.fmt_time(m.created_at)}")
+    sha = f" (sha256 {m.model_sha256[:16]}...)" if m.model_sha256 else ""
+    click.echo(f"model       {m.model or '?'}{sha}")
+    click.echo(f"entries     {len(wl)} reference image(s), {len(wl.subjects)} subject(s), "
+               f"index {m.index_type}")
+    click.echo("")
+    rows = [[s.subject_id, s.display_name, s.category, str(counts.get(s.subject_id, 0)), s.image_source,
+             s.date_added] for s in sorted(wl.subjects.values(), key=lambda s: s.subject_id)]
+    click.echo(_table(rows, ["subject_id", "display_name", "category", "images", "image_source",
+                             "date_added"]))
+
+
+@watchlist.command("stats")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@key_options
+def stats_cmd(directory: Path, as_json: bool, key_file: Path | None, passphrase_env: str | None) -> None:
+    """Entries, subjects, index type and memory of a watchlist.
+
+    Without a key only what the public header says is shown (entries, stored sizes).
+    """
+    ctx = click.get_current_context()
+    has_key = key_file is not None or bool(passphrase_env) or bool(ctx.meta.get(_PROMPT_META))
+    if has_key:
+        from edge.watchlist import Watchlist
+
+        wl = Watchlist.load(directory, key_from_options(directory, key_file, passphrase_env))
+        s = wl.stats()
+        emb_bytes = int(wl.embeddings.nbytes)
+        ref_bytes = sum(len(v) for v in wl.references.values())
+        total = s["index_bytes"] + emb_bytes + ref_bytes
+        s.update({"embeddings_bytes": emb_bytes, "reference_bytes": ref_bytes, "memory_bytes": total,
+                  "index_bytes_per_entry": s["index_bytes"] / max(len(wl), 1),
+                  "memory_bytes_per_entry": total / max(len(wl), 1), "authenticated": True})
+    else:
+        info = vault.read_meta(directory)
+        sizes = info["sizes"]
+        n = int(info["meta"].get("entries", 0))
+        total = sum(sizes.values())
+        s = {"deployment_id": info["meta"].get("deployment_id"), "entries": n, "subjects": None,
+             "index_type": None, "index_bytes": sizes.get("index"), "memory_bytes": total,
+             "memory_bytes_per_entry": total / max(n, 1), "authenticated": False}
+    if as_json:
+        click.echo(json.dumps(s, indent=1))
+        return
+    for k, v in s.items():
+        if isinstance(v, float):
+            v = f"{v:,.1f}"
+        elif isinstance(v, int) and not isinstance(v, bool):
+            v = f"{v:,}"
+        click.echo(f"{k:24s} {'(needs the key)' if v is None else v}")
+
+
+def _destroy(directory: Path, key_file: Path | None) -> tuple[int, int]:
+    files = [p for p in directory.rglob("*") if p.is_file()]
+    nbytes = sum(p.stat().st_size for p in files)
+    vault.destroy_vault(directory, key_file)
+    return len(files), nbytes
+
+
+@watchlist.command("destroy")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True,
+              help="Destroy even if the key cannot open the list (lost passphrase, tampered header).")
+@click.option("--audit", "audit_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Append a watchlist.destroy record to this audit log.")
+@key_options
+def destroy_cmd(directory: Path, yes: bool, force: bool, audit_path: Path | None, key_file: Path | None,
+                passphrase_env: str | None) -> None:
+    """Crypto-shred a watchlist: its key file and every file are overwritten and removed.
+
+    The key is checked against the list first (so an unrelated key file is never shredded)
+    unless --force. A passphrase-locked list is gone once nobody keeps the passphrase.
+    """
+    if not (directory / vault.HEADER_FILE).is_file():
+        raise WatchlistError(f"not a watchlist: {directory}")
+    if key_file is not None:
+        check_key_location(directory, key_file)
+    dep = "?"
+    vault_id = "?"
+    if not force:
+        key = key_from_options(directory, key_file, passphrase_env)
+        info = vault.read_meta(directory, key)
+        dep, vault_id = info["meta"].get("deployment_id", "?"), info["vault_id"]
+    else:
+        try:
+            info = vault.read_meta(directory)
+            dep, vault_id = info["meta"].get("deployment_id", "?"), info["vault_id"]
+        except WatchlistError:
+            pass
+    if not yes:
+        what = f" and key file {key_file}" if key_file else ""
+        click.confirm(f"Destroy watchlist {directory} (deployment {dep}){what}? This cannot be undone",
+                      abort=True, err=True)
+    n, nbytes = _destroy(directory, key_file)
+    _audit(audit_path, "watchlist.destroy", {"deployment_id": dep, "vault_id": vault_id, "reason": "manual",
+                                             "files": n, "key_file_shredded": key_file is not None,
+                                             "path": str(directory.resolve())})
+    click.echo(f"destroyed watchlist {directory} (deployment {dep}): {n} file(s), {nbytes:,} bytes "
+               "overwritten and removed")
+    if key_file is not None:
+        click.echo(f"destroyed key file {key_file}")
+    else:
+        click.echo("no key file: the list was locked with a passphrase; it is unrecoverable once nobody "
+                   "keeps that passphrase")
+
+
+@watchlist.command("destroy-expired")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--audit", "audit_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Append a watchlist.destroy record to this audit log when it destroys.")
+@key_options
+def destroy_expired_cmd(directory: Path, audit_path: Path | None, key_file: Path | None,
+                        passphrase_env: str | None) -> None:
+    """Destroy the list if its window ended more than auto-destroy hours ago (max 24 h).
+
+    For a cron job or systemd timer; exits 0 whether or not there was anything to do.
+    """
+    from edge import enrol
+
+    if not (directory / vault.HEADER_FILE).is_file():
+        click.echo(f"no watchlist at {directory}; nothing to do")
+        return
+    key = None
+    if key_file is None and (passphrase_env or click.get_current_context().meta.get(_PROMPT_META)):
+        key = key_from_options(directory, None, passphrase_env)
+    elif key_file is not None:
+        check_key_location(directory, key_file)
+    info = vault.read_meta(directory)
+    files = sum(1 for p in directory.rglob("*") if p.is_file())
+    if enrol.destroy_if_due(directory, key_file, time.time(), key=key):
+        dep = info["meta"].get("deployment_id", "?")
+        _audit(audit_path, "watchlist.destroy", {"deployment_id": dep, "vault_id": info["vault_id"],
+                                                 "reason": "auto", "files": files,
+                                                 "key_file_shredded": key_file is not None,
+                                                 "path": str(directory.resolve())})
+        click.echo(f"destroyed watchlist {directory} (deployment {dep}): past its destroy deadline"
+                   + (f"; key file {key_file} destroyed" if key_file else ""))
+        return
+    deadline = enrol.destroy_deadline(info["meta"])
+    if deadline is None:
+        click.echo(f"{directory} is a development list without a window; not destroyed")
+    else:
+        click.echo(f"{directory} is not due yet: destroy deadline {enrol.fmt_time(deadline)}")
