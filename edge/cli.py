@@ -47,6 +47,9 @@ def _register() -> None:
     from edge.commands import watchlist as _watchlist
 
     cli.add_command(_watchlist.watchlist)
+    from edge.commands import eval as _eval
+
+    cli.add_command(_eval.eval_cmd)
     # --- end registration ---
 
 
