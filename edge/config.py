@@ -54,7 +54,7 @@ class RecognizerSection(_Section):
     model: str = "sface_2021dec"
     sha256: str | None = None
     max_batch: int = Field(16, ge=1, le=256)
-    threads: int = Field(0, ge=0, le=64, description="ONNX Runtime intra-op threads; 0 = auto")
+    threads: int = Field(0, ge=0, le=64, description="ONNX Runtime intra-op threads; 0 = half the cores")
     providers: list[str] = Field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
 
 
