@@ -76,7 +76,7 @@ class TrackerSection(_Section):
 
 
 class MatchSection(_Section):
-    threshold: float = Field(0.45, gt=0, lt=1, description="cosine similarity to alert at")
+    threshold: float = Field(0.55, gt=0, lt=1, description="cosine similarity to alert at")
 
 
 class AlertsSection(_Section):
