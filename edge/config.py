@@ -61,7 +61,7 @@ class RecognizerSection(_Section):
 class QualitySection(_Section):
     enabled: bool = True
     min_face_px: int = Field(32, ge=8, le=1024)
-    min_sharpness: float = Field(15.0, ge=0, description="variance of Laplacian on the aligned crop")
+    min_sharpness: float = Field(5.0, ge=0, description="variance of Laplacian on the aligned crop")
     max_yaw_deg: float = Field(45.0, gt=0, le=90)
     max_pitch_deg: float = Field(40.0, gt=0, le=90)
 
@@ -76,7 +76,7 @@ class TrackerSection(_Section):
 
 
 class MatchSection(_Section):
-    threshold: float = Field(0.55, gt=0, lt=1, description="cosine similarity to alert at")
+    threshold: float = Field(0.60, gt=0, lt=1, description="cosine similarity to alert at")
 
 
 class AlertsSection(_Section):
