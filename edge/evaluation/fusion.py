@@ -5,13 +5,14 @@ the identity-labelled photo sets, in the same two halves and with the same enrol
 ``edge.evaluation.run`` (one image per subject; ``split_of`` decides the half):
 
 (a) *multi-photo* tracks: k different photos of one person (LFW identities with >= 6 images:
-    1 enrolled + 5 probes). Far more variation (pose, light, age, camera) than one walk past
-    a camera: **pessimistic** for the mated side, and optimistic for the impostor side
-    (independent photos rarely all look like the same stranger).
+    1 enrolled + 5 probes). More variation (pose, light, age, camera) than one walk past a
+    camera: every frame is an independent view, the most that fusing frames can gain (and,
+    with best-frame fusion, the most extra false-alarm chances per non-mated track).
 (b) *augmented* tracks: one photo (frame 0, unchanged) plus k-1 perturbed copies (small shift,
     scale and roll; defocus or motion blur; brightness/contrast; JPEG quality), mimicking
-    consecutive video frames. Highly correlated: **optimistic** for the mated side, and close
-    to real video for the impostor side (a bystander's frames are correlated too).
+    consecutive video frames. Highly correlated: the least fusion can gain, and close to real
+    video for the impostor side (a bystander's frames are correlated too).
+A real track lies between the two.
 
 Each track is decided by the node's own rule: every frame is searched top-1 against the
 watchlist, ``Track.add_score`` keeps the score under that subject, and the track alerts the
