@@ -669,6 +669,7 @@ def run_node_child(job: ChildJob) -> dict[str, Any]:
         "faces_per_frame": round(st.faces_seen / max(processed, 1), 2),
         "embedded_per_frame": round(st.faces_embedded / max(processed, 1), 3),
         "faces_gated": dict(st.faces_gated),
+        "gate_overrides": st.gate_overrides,
         "frame_latency_ms": pct(rec["latency"][w:]),
         "capture_to_alert_ms": pct([a["capture_to_alert_s"] for a in alerts
                                     if a["capture_to_alert_s"] is not None and a["frame_seq"] >= w]),

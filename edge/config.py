@@ -73,6 +73,10 @@ class TrackerSection(_Section):
     min_embeddings: int = Field(1, ge=1, le=50, description="embeddings fused before a decision")
     max_embeddings: int = Field(5, ge=1, le=100, description="stop embedding a track after this many")
     reembed_every: int = Field(5, ge=1, le=1000, description="frames between re-embeddings of a track")
+    embed_gated_after: int = Field(
+        10, ge=0, le=1000,
+        description="a track gated this many times in a row is embedded anyway (0: never)",
+    )
 
 
 class MatchSection(_Section):

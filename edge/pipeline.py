@@ -29,7 +29,7 @@ from edge.detect import make_detector
 from edge.embed import load_embedder
 from edge.privacy import FaceBuffers, FrameRing
 from edge.sources import Frame, FrameSource
-from edge.track import Tracker
+from edge.track import Track, Tracker
 from edge.watchlist import Watchlist
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ class NodeStats:
     frames_failed: int = 0
     faces_seen: int = 0  # detections over all frames
     faces_embedded: int = 0
-    faces_gated: dict[str, int] = field(default_factory=dict)
+    faces_gated: dict[str, int] = field(default_factory=dict)  # embedding attempts skipped, by reason
+    gate_overrides: int = 0  # gated faces embedded anyway: their track was gated too long
     faces_discarded: int = 0  # detections that produced no alert (all their data zeroed)
     alerts: int = 0
     alerts_suppressed: int = 0  # matched again within the cool-down
@@ -71,6 +72,7 @@ class NodeStats:
             "faces_seen": self.faces_seen,
             "faces_embedded": self.faces_embedded,
             "faces_gated": dict(self.faces_gated),
+            "gate_overrides": self.gate_overrides,
             "faces_discarded": self.faces_discarded,
             "alerts": self.alerts,
             "alerts_suppressed": self.alerts_suppressed,
@@ -137,19 +139,22 @@ class Node:
 
             tracks = self.tracker.update(b.boxes[:n], frame.index)
             todo: list[int] = []
+            forced: set[int] = set()  # gate overridden: the track was gated too long
             for i in range(n):
-                if not self.tracker.wants_embedding(tracks[i], frame.index):
+                t = tracks[i]
+                if not self.tracker.wants_embedding(t, frame.index):
                     continue
                 reason = self.gate.pre(b.boxes[i], b.landmarks[i])
                 if reason != q.OK:
-                    self._gated(reason)
-                    continue
+                    if not self._override(t, reason):
+                        continue
+                    forced.add(i)
                 todo.append(i)
             t2 = time.perf_counter()
             st["track"] += t2 - t1
 
             k = self.aligner(frame.image, b, todo)  # crops[0:k] follow todo's order
-            keep = self._post_gate(todo, k)
+            keep = self._post_gate(todo, k, tracks, forced)
             t3 = time.perf_counter()
             st["align"] += t3 - t2
 
@@ -193,22 +198,29 @@ class Node:
             if decided_at is not None:  # the frame's match decision -> all its buffers zero
                 self.stats.zeroize_latency_s.append(done - t_decided)
 
-    def _gated(self, reason: str) -> None:
+    def _override(self, t: Track, reason: str) -> bool:
+        """A gated face: count it, or embed it anyway when the track has been gated too long."""
+        if self.tracker.gate_overridden(t):
+            self.stats.gate_overrides += 1
+            return True
         self.stats.faces_gated[reason] = self.stats.faces_gated.get(reason, 0) + 1
+        self.tracker.gated(t)
+        return False
 
-    def _post_gate(self, todo: list[int], k: int) -> list[int]:
+    def _post_gate(self, todo: list[int], k: int, tracks: list[Track], forced: set[int]) -> list[int]:
         """Sharpness gate on the aligned crops; keeps crops[0:len(keep)] packed in order."""
         keep: list[int] = []
         b = self.bufs
         for src in range(k):
-            reason = self.gate.post(b.crops[src])
-            if reason != q.OK:
-                self._gated(reason)
-                continue
+            i = todo[src]
+            if i not in forced:
+                reason = self.gate.post(b.crops[src])
+                if reason != q.OK and not self._override(tracks[i], reason):
+                    continue
             dst = len(keep)
             if dst != src:
                 b.crops[dst] = b.crops[src]
-            keep.append(todo[src])
+            keep.append(i)
         return keep
 
     def _alert(self, frame: Frame, i: int, j: int, track_id: int, subject_id: str,

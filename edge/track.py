@@ -5,6 +5,11 @@ a noisy, flickering decision. A track is decided once from several frames' score
 only embedded again when that could change the decision: it is still undecided, enough
 frames have passed, and the face is now bigger or better than before.
 
+The quality gates skip faces that are too small, turned or blurred, but a gate must never
+hide a whole person: a track gated ``embed_gated_after`` times in a row is embedded anyway on
+its next face that is about as big as the biggest gated one (after twice that many, whatever
+comes). Without this, a sought person who stays dimly lit or half-turned is never looked at.
+
 What a track keeps: box coordinates and top-1 similarity scores per watchlist subject -
 never pixels, crops, landmarks or embeddings (those live one frame, in privacy buffers).
 A track is dropped ``max_missed_frames`` after its face leaves the view.
@@ -33,6 +38,8 @@ class Track:
     best_entry: dict[str, int] = field(default_factory=dict)  # subject -> entry index
     alerted: bool = False
     decided: bool = False
+    gated: int = 0  # faces gated in a row since the last embedding
+    gated_best_size: float = 0.0  # widest of those gated faces
 
     def add_score(self, subject_id: str, entry_idx: int, score: float) -> None:
         lst = self.scores.setdefault(subject_id, [])
@@ -127,10 +134,27 @@ class Tracker:
             return float(t.box[2]) > 1.25 * t.best_size
         return True
 
+    def gated(self, t: Track) -> None:
+        """The quality gate skipped this track's face on this frame."""
+        t.gated += 1
+        t.gated_best_size = max(t.gated_best_size, float(t.box[2]))
+
+    def gate_overridden(self, t: Track) -> bool:
+        """True when this face should be embedded although the gate rejects it: the track has
+        been gated ``embed_gated_after`` times in a row and this face is about as big as the
+        biggest of them (its best chance), or twice that many times (whatever it looks like)."""
+        n = self.cfg.embed_gated_after
+        if not self.cfg.enabled or n <= 0 or t.gated < n:
+            return False
+        # 0.9: box widths jitter by a few pixels between frames of a still face
+        return float(t.box[2]) >= 0.9 * t.gated_best_size or t.gated >= 2 * n
+
     def embedded(self, t: Track, frame_index: int) -> None:
         t.embeddings += 1
         t.last_embedded = frame_index
         t.best_size = max(t.best_size, float(t.box[2]))
+        t.gated = 0
+        t.gated_best_size = 0.0
         if self.cfg.enabled and t.embeddings >= self.cfg.max_embeddings:
             t.decided = True
 

@@ -230,3 +230,26 @@ def test_probe_jpeg_blanks_bystanders_inside_the_crop():
     plain = cv2.imdecode(np.frombuffer(probe_jpeg(img, [50, 50, 60, 60], quality=100),
                                        np.uint8), cv2.IMREAD_COLOR)
     assert abs(int(plain[45, 85, 0]) - 200) < 8  # (control: without blanking it shows)
+
+
+@pytest.mark.parametrize("after", [0, 10])
+def test_quality_gate_cannot_hide_a_whole_track(engine, sample_images, tmp_path, after):
+    """Every face fails the sharpness gate (an impossible minimum), as dim stage faces did on
+    the Hamilton clip. With the override off the enrolled person is never looked at; with it,
+    each track is embedded once it has been gated ``after`` times, and the person is found."""
+    img = cv2.imread(str(sample_images / "t1.jpg"))
+    faces = engine.faces(img)
+    clip = write_clip(tmp_path / "c.mp4", [img] * 25)
+    cfg = cfg_for_tests(quality={"min_sharpness": 1e9}, tracker={"embed_gated_after": after})
+    node = Node(cfg, make_watchlist({"P": faces[1].embedding}))
+    alerts = []
+    node.run(open_source(str(clip), node.ring), on_frame=lambda f, a: alerts.extend(a))
+    gated = sum(node.stats.faces_gated.values())
+    if after == 0:
+        assert alerts == [] and node.stats.faces_embedded == 0
+        assert gated == node.stats.faces_seen  # tracks never decide, so every face is gated
+    else:
+        assert [a.subject_id for a in alerts] == ["P"]
+        assert alerts[0].frame_index == after  # gated on frames 0..after-1, embedded on the next
+        assert node.stats.gate_overrides == node.stats.faces_embedded >= len(faces)
+        assert gated >= len(faces) * after

@@ -150,10 +150,10 @@ class PipelineCollector:
 
         snap = self.node.stats.snapshot()
         for key in ("frames", "frames_failed", "faces_seen", "faces_embedded", "faces_discarded",
-                    "alerts", "alerts_suppressed"):
+                    "gate_overrides", "alerts", "alerts_suppressed"):
             yield CounterMetricFamily(f"edge_node_{key}", f"Pipeline {key.replace('_', ' ')}",
                                       value=snap[key])
-        gated = CounterMetricFamily("edge_node_faces_gated", "Faces skipped by a quality gate",
+        gated = CounterMetricFamily("edge_node_faces_gated", "Embedding attempts skipped by a quality gate",
                                     labels=["reason"])
         for reason, count in snap["faces_gated"].items():
             gated.add_metric([reason], count)
