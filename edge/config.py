@@ -40,6 +40,11 @@ class DetectorSection(_Section):
     kind: Literal["yunet", "insightface"] = "yunet"
     model: str = "yunet_2023mar"
     sha256: str | None = None
+    backend: Literal["onnxruntime", "opencv"] = Field(
+        "onnxruntime", description="YuNet runtime: onnxruntime (faster) or OpenCV's FaceDetectorYN"
+    )
+    threads: int = Field(0, ge=0, le=64, description="detector ONNX Runtime threads; 0 = all cores")
+    providers: list[str] = Field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     score_threshold: float = Field(0.7, gt=0, lt=1)
     nms_threshold: float = Field(0.3, gt=0, lt=1)
     min_face_px: int = Field(32, ge=8, le=1024)

@@ -99,29 +99,41 @@ class FaceBuffers:
         self.sims = alloc((max_faces, 1), np.float32)
         self.ids = alloc((max_faces, 1), np.int64)
         self._alloc = alloc
-        self.scaled: np.ndarray | None = None  # the frame scaled for the detector
+        self._whole: dict[str, np.ndarray] = {}  # stage-owned buffers, zeroed in full per frame
         self._all = [
             self.det_raw, self.boxes, self.scores, self.landmarks, self.affine,
             self.crops, self.blob, self.emb, self.sims, self.ids,
         ]
 
+    def whole(self, key: str, shape: tuple[int, ...], dtype: type = np.uint8) -> np.ndarray:
+        """A stage's own working buffer (the detector's scaled frame, its output maps...):
+        allocated here, locked like the rest, and zeroed in full after every frame."""
+        arr = self._whole.get(key)
+        if arr is None or arr.shape != tuple(shape) or arr.dtype != np.dtype(dtype):
+            if arr is not None:
+                arr.fill(0)
+                self._all = [a for a in self._all if a is not arr]
+            arr = self._alloc(tuple(shape), dtype)
+            self._whole[key] = arr
+            self._all.append(arr)
+        return arr
+
     def scaled_frame(self, shape: tuple[int, int, int]) -> np.ndarray:
-        """The detector's scaled copy of the frame: owned (and zeroed) here like the rest."""
-        if self.scaled is None or self.scaled.shape != shape:
-            if self.scaled is not None:
-                self.scaled.fill(0)
-                self._all = [a for a in self._all if a is not self.scaled]
-            self.scaled = self._alloc(shape, np.uint8)
-            self._all.append(self.scaled)
-        return self.scaled
+        """The detector's scaled copy of the frame."""
+        return self.whole("scaled", shape, np.uint8)
+
+    @property
+    def scaled(self) -> np.ndarray | None:
+        return self._whole.get("scaled")
 
     def zeroize(self) -> float:
         """Overwrite every face buffer with zeros; returns the seconds it took."""
         t0 = time.perf_counter()
         if self.zeroize_enabled:
             used = self._high_water
+            whole = [id(a) for a in self._whole.values()]
             for arr in self._all:
-                if arr is self.scaled:
+                if id(arr) in whole:
                     arr.fill(0)
                 elif used:
                     arr[:used].fill(0)
