@@ -201,7 +201,7 @@ GATE_CONFIGS = {
 
 
 def node_run(video: Path, wl_blobs: dict[str, bytes], tracker: bool, quality: dict[str, Any],
-             threads: int) -> dict[str, Any]:
+             threads: int, tracker_extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """One pass of the real node over a video file; counts and timings only. Tracker and
     gate settings are explicit (not the defaults of the day), the rest is the default config."""
     from edge.config import load_config
@@ -213,7 +213,7 @@ def node_run(video: Path, wl_blobs: dict[str, bytes], tracker: bool, quality: di
         "alerts": {"console": False}, "privacy": {"lock_memory": False},
         "recognizer": {"threads": threads}, "match": {"threshold": THROUGHPUT_THRESHOLD},
         "tracker": {"enabled": tracker, "min_embeddings": 1, "max_embeddings": 5,
-                    "reembed_every": 5}, "quality": quality})
+                    "reembed_every": 5, **(tracker_extra or {})}, "quality": quality})
     node = Node(cfg, Watchlist.from_blobs(wl_blobs))
     # keep a reference to every track the node creates, to count embeddings per track
     # afterwards (a Track holds box coordinates and scores only; nothing is written out
@@ -243,6 +243,7 @@ def node_run(video: Path, wl_blobs: dict[str, bytes], tracker: bool, quality: di
         "tracks_10_frames_never_embedded": sum(1 for t in long_ if t.embeddings == 0),
         "embeddings_per_track": float(np.mean([t.embeddings for t in tracks])) if tracks else 0.0,
         "alerts_suppressed": st.alerts_suppressed,
+        "gate_overrides": st.gate_overrides,
         "stage_ms_per_frame": {k: round(v / max(st.frames, 1) * 1e3, 2)
                                for k, v in st.stage_s.items()},
     }

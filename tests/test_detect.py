@@ -57,3 +57,24 @@ def test_non_yunet_graph_is_refused_with_a_hint(models_ready):
         yunet_graph(sface)
     with pytest.raises(ModelError, match="not a valid ONNX"):
         yunet_graph(b"not a model")
+
+
+def test_scaling_is_antialiased_and_leaves_nothing_behind():
+    """Whole-factor area averaging then bilinear: fine detail (1-px stripes, like hair or
+    fabric) averages out as with INTER_AREA instead of turning into moire as with bilinear
+    alone; and the intermediate image is a face buffer zeroed with the rest."""
+    from edge.detect import scale_frame
+
+    img = np.zeros((1080, 1920, 3), np.uint8)
+    img[:, ::2] = 255  # 1-px stripes: mean 127.5
+    b = FaceBuffers(4, 128, lock=False)
+    out = np.zeros((486, 864, 3), np.uint8)
+    scale_frame(img, (864, 486), out, b)
+    area = cv2.resize(img, (864, 486), interpolation=cv2.INTER_AREA)
+    linear = cv2.resize(img, (864, 486), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(area.astype(float) - 127.5).max() < 20  # the reference averages
+    assert np.abs(linear.astype(float) - 127.5).max() > 100  # bilinear alone aliases
+    assert np.abs(out.astype(float) - 127.5).max() < 5
+    assert b.whole("scaled_mid", (540, 960, 3)).any()
+    b.zeroize()
+    assert b.is_clear()
