@@ -25,6 +25,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -346,6 +347,48 @@ def throughput(a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def tracked_frames(video: Path, eng: Any, tracker_cfg: Any) -> Iterator[tuple[int, list[Any], list[Any]]]:
+    """(frame index, every face of the frame, the node tracker's track of each), frame by frame."""
+    import cv2
+
+    from edge.track import Tracker
+
+    tracker = Tracker(tracker_cfg)
+    cap = cv2.VideoCapture(str(video))
+    idx = 0
+    try:
+        while True:
+            ok, img = cap.read()
+            if not ok or img is None:
+                break
+            faces = eng.faces(img)
+            tracks = tracker.update(np.array([f.bbox for f in faces], np.float32).reshape(-1, 4), idx)
+            yield idx, faces, tracks
+            idx += 1
+    finally:
+        cap.release()
+
+
+def track_consistency(e: np.ndarray, tid: np.ndarray, fidx: np.ndarray, window: int = WINDOW) -> np.ndarray:
+    """Per face: median cosine to the other faces of its own track within +-``window`` frames
+    (NaN for tracks under 3 faces or fewer than 2 neighbours). A local window, so that a scene
+    cut the tracker bridges counts little."""
+    cons = np.full(len(e), np.nan)
+    for t in np.unique(tid):
+        ii = np.flatnonzero(tid == t)
+        if ii.size < 3:
+            continue
+        sims = e[ii] @ e[ii].T
+        near = np.abs(fidx[ii][:, None] - fidx[ii][None, :]) <= window
+        np.fill_diagonal(near, False)
+        sims[~near] = np.nan
+        enough = near.sum(axis=1) >= 2
+        with np.errstate(all="ignore"):
+            cons[ii] = np.nanmedian(np.where(enough[:, None], sims, np.nan), axis=1)
+        sims.fill(0)
+    return cons
+
+
 def video_quality(a: argparse.Namespace) -> dict[str, Any]:
     """Every face of every frame (no gating), grouped by the node's tracker: how the gate's
     measures are distributed on camera faces, and whether faces it calls blurred embed
@@ -356,42 +399,30 @@ def video_quality(a: argparse.Namespace) -> dict[str, Any]:
     from edge.config import load_config
     from edge.engine import FaceEngine
     from edge.evaluation.fusion import GateSetting, _empty, gate_reasons
-    from edge.track import Tracker
 
     cfg = load_config(overrides={"recognizer": {"threads": a.threads},
                                  "privacy": {"lock_memory": False}})
     eng = FaceEngine(cfg)
     out: dict[str, Any] = {}
     for v in videos(a.data):
-        tracker = Tracker(cfg.tracker)
-        cap = cv2.VideoCapture(str(v))
         tid, fidx, sharp, width, emb, boxes, lmks = [], [], [], [], [], [], []
         bright, contrast = [], []  # grey mean / std of the inner face (80 x 72 px of the crop)
         idx = 0
-        while True:
-            ok, img = cap.read()
-            if not ok or img is None:
-                break
-            faces = eng.faces(img)
-            if faces:
-                tr = tracker.update(np.array([f.bbox for f in faces], np.float32), idx)
-                for f, t in zip(faces, tr, strict=True):
-                    tid.append(t.track_id)
-                    fidx.append(idx)
-                    sharp.append(q.sharpness(f.crop))
-                    inner = cv2.cvtColor(f.crop, cv2.COLOR_BGR2GRAY)[20:100, 20:92]
-                    bright.append(float(inner.mean()))
-                    contrast.append(float(inner.std()))
-                    inner.fill(0)
-                    width.append(float(f.bbox[2]))
-                    emb.append(f.embedding)
-                    boxes.append(f.bbox)
-                    lmks.append(f.landmarks)
-                    f.crop.fill(0)
-            else:
-                tracker.update(np.zeros((0, 4), np.float32), idx)
-            idx += 1
-        cap.release()
+        for idx, faces, tracks in tracked_frames(v, eng, cfg.tracker):
+            for f, t in zip(faces, tracks, strict=True):
+                tid.append(t.track_id)
+                fidx.append(idx)
+                sharp.append(q.sharpness(f.crop))
+                inner = cv2.cvtColor(f.crop, cv2.COLOR_BGR2GRAY)[20:100, 20:92]
+                bright.append(float(inner.mean()))
+                contrast.append(float(inner.std()))
+                inner.fill(0)
+                width.append(float(f.bbox[2]))
+                emb.append(f.embedding)
+                boxes.append(f.bbox)
+                lmks.append(f.landmarks)
+                f.crop.fill(0)
+        idx += 1
         if not emb:
             continue
         n = len(emb)
@@ -419,20 +450,7 @@ def video_quality(a: argparse.Namespace) -> dict[str, Any]:
         e = np.array(emb, np.float32)
         # consistency: median cosine of a face to the other faces of its track within +-10
         # frames (a local window, so that a scene cut the tracker bridges counts little)
-        fidx_a = np.array(fidx)
-        cons = np.full(n, np.nan)
-        for t in np.unique(tid_a):
-            ii = np.flatnonzero(tid_a == t)
-            if ii.size < 3:
-                continue
-            sims = e[ii] @ e[ii].T
-            near = np.abs(fidx_a[ii][:, None] - fidx_a[ii][None, :]) <= WINDOW
-            np.fill_diagonal(near, False)
-            sims[~near] = np.nan
-            enough = near.sum(axis=1) >= 2
-            with np.errstate(all="ignore"):
-                med = np.nanmedian(np.where(enough[:, None], sims, np.nan), axis=1)
-            cons[ii] = med
+        cons = track_consistency(e, tid_a, np.array(fidx))
         e.fill(0)
         bins = [0, 5, 10, 15, 25, 50, 100, 1e9]
         rows = []

@@ -1063,6 +1063,7 @@ def _config_summary(cfg: Any, info: dict[str, Any]) -> dict[str, Any]:
                                                cfg.detector.input_width),
         "recognizer": cfg.recognizer.model,
         "recognizer_threads": cfg.recognizer.threads,
+        "detector_backend": cfg.detector.backend if cfg.detector.kind == "yunet" else cfg.detector.kind,
         "tracker": cfg.tracker.model_dump(),
         "quality_enabled": cfg.quality.enabled,
         "threshold": cfg.match.threshold,
@@ -1296,8 +1297,9 @@ def markdown(r: dict[str, Any], plots: dict[str, str] | None = None) -> str:
         f"Video: `{Path(v['path']).name}` {v['width']}x{v['height']}, {v['frames']} frames at "
         f"{v['fps']:g} fps. "
         f"Watchlist: {r['watchlist']['description']}. Detector input width "
-        f"{r['config']['detector_input_width']} (min face {r['config']['min_face_px']} px); recogniser "
-        f"threads {r['config']['recognizer_threads']} (0 = one per core); config "
+        f"{r['config']['detector_input_width']} (min face {r['config']['min_face_px']} px, "
+        f"{r['config'].get('detector_backend', 'opencv')}); recogniser "
+        f"threads {r['config']['recognizer_threads']} (0 = half the cores); config "
         f"{r['config'].get('file') or 'built-in defaults'}.",
         "",
         "## Goals",

@@ -43,7 +43,9 @@ class DetectorSection(_Section):
     backend: Literal["onnxruntime", "opencv"] = Field(
         "onnxruntime", description="YuNet runtime: onnxruntime (faster) or OpenCV's FaceDetectorYN"
     )
-    threads: int = Field(0, ge=0, le=64, description="detector ONNX Runtime threads; 0 = all cores")
+    threads: int = Field(
+        0, ge=0, le=64, description="detector ONNX Runtime threads; 0 = all usable cores, up to 8"
+    )
     providers: list[str] = Field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     score_threshold: float = Field(0.7, gt=0, lt=1)
     nms_threshold: float = Field(0.3, gt=0, lt=1)

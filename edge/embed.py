@@ -27,12 +27,20 @@ from edge.privacy import FaceBuffers
 log = logging.getLogger(__name__)
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (CPU affinity, e.g. a container's cpuset), not the host's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _session_options(threads: int) -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.log_severity_level = 3
     # auto: half the cores. Detection and decoding run beside the embedder; on 2 cores a
     # 2-thread session contends with them and is ~2x slower per face (docs/PERFORMANCE.md).
-    so.intra_op_num_threads = threads or max(1, (os.cpu_count() or 2) // 2)
+    so.intra_op_num_threads = threads or max(1, usable_cores() // 2)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -253,3 +253,14 @@ def test_quality_gate_cannot_hide_a_whole_track(engine, sample_images, tmp_path,
         assert alerts[0].frame_index == after  # gated on frames 0..after-1, embedded on the next
         assert node.stats.gate_overrides == node.stats.faces_embedded >= len(faces)
         assert gated >= len(faces) * after
+
+
+def test_latency_series_stay_bounded_on_a_long_run():
+    """Found by the 30-minute soak: per-frame latency lists grew for ever without an audit log."""
+    from edge.pipeline import NodeStats
+
+    st = NodeStats()
+    for i in range(10 * NodeStats.KEEP + 5):
+        st.record(st.zeroize_latency_s, float(i))
+    assert len(st.zeroize_latency_s) <= 10 * NodeStats.KEEP
+    assert st.zeroize_latency_s[-1] == 10 * NodeStats.KEEP + 4  # the newest are kept
