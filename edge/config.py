@@ -60,7 +60,11 @@ class RecognizerSection(_Section):
     kind: Literal["sface", "insightface"] = "sface"
     model: str = "sface_2021dec"
     sha256: str | None = None
-    max_batch: int = Field(16, ge=1, le=256)
+    max_batch: int = Field(
+        0, ge=0, le=256,
+        description="faces per recogniser run; 0 = 1 on CPU (batching gains nothing there and grows "
+        "ONNX Runtime's memory arena by ~13 MB a face), 16 on a GPU",
+    )
     threads: int = Field(0, ge=0, le=64, description="ONNX Runtime intra-op threads; 0 = half the cores")
     providers: list[str] = Field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
 
@@ -151,33 +155,38 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """A TOML file as a dict, or a one-line ConfigError naming ``what`` and the path."""
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        raise ConfigError(f"{what} file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{what} file {path} is not valid TOML: {exc}") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from None
+
+
+def validation_error(what: str, path: str | Path | None, exc: ValidationError) -> ConfigError:
+    """pydantic's errors as one line naming the first bad key: ``config in f.toml: a.b: msg``."""
+    errors = exc.errors()
+    err = errors[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+    where = f" in {path}" if path else ""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return ConfigError(f"{what}{where}: {key}: {msg}{more}")
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Load default.toml, overlay the user's file and overrides, validate everything at once."""
-    data = _read_toml(DEFAULT_CONFIG)
+    data = read_toml(DEFAULT_CONFIG)
     if path is not None:
-        data = _merge(data, _read_toml(Path(path)))
+        data = _merge(data, read_toml(path))
     if overrides:
         data = _merge(data, overrides)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        where = f" in {path}" if path else ""
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise ConfigError(f"config{where}: {key}: {msg}{more}") from None
+        raise validation_error("config", path, exc) from None

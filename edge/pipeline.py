@@ -61,16 +61,16 @@ class NodeStats:
     alerts: int = 0
     alerts_suppressed: int = 0  # matched again within the cool-down
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    # recent latencies for percentiles; trimmed to the last KEEP once over 10x that, so a node
-    # running for days holds at most ~3 MB of them (the 30-minute soak found the untrimmed
-    # lists growing by ~1.4 MB an hour at 25 fps)
+    # recent latencies for percentiles; trimmed to the last KEEP once over twice that, so a
+    # node running for days holds at most ~0.6 MB of them (the 30-minute soak found them
+    # growing by ~3.5 MB an hour at 25 fps without an audit ledger to trim them)
     zeroize_latency_s: list[float] = field(default_factory=list)  # decision -> zeroed
     capture_to_alert_s: list[float] = field(default_factory=list)
     KEEP = 10_000
 
     def record(self, series: list[float], value: float) -> None:
         series.append(value)
-        if len(series) > 10 * self.KEEP:
+        if len(series) > 2 * self.KEEP:
             del series[: -self.KEEP]
 
     def snapshot(self) -> dict:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edge.errors import ConfigError
+from edge.config import read_toml, validation_error
 from edge.transport import CurveServerConfig
 
 
@@ -76,17 +75,7 @@ class HubConfig(_Section):
 def load_hub_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None
                     ) -> HubConfig:
     """Read a hub TOML file (all keys optional), apply overrides, validate."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"hub config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"hub config {path} is not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read hub config {path}: {exc.strerror}") from None
+    data: dict[str, Any] = read_toml(path, "hub config") if path is not None else {}
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -95,8 +84,4 @@ def load_hub_config(path: str | Path | None = None, overrides: dict[str, Any] | 
     try:
         return HubConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        where = f" {path}" if path else ""
-        raise ConfigError(f"hub config{where}: {key}: {msg}") from None
+        raise validation_error("hub config", path, exc) from None
