@@ -211,6 +211,8 @@ class YuNetOrtDetector:
         self._pad_h = 0
         self._scale = 1.0
         self._maps: list[tuple[str, int, int, int]] = []  # name, offset, count, width
+        self._bound: tuple[int, int, int, int] | None = None  # buffers the session is bound to
+        self._views: dict[str, np.ndarray] = {}  # output maps as (count, width) views
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -250,17 +252,23 @@ class YuNetOrtDetector:
             scale_frame(frame, (dw, dh), tmp, bufs)
             img[:dh, :dw] = tmp
         maps = bufs.whole("det_maps", (self._maps_len,), np.float32)
+        bound = (img.ctypes.data, maps.ctypes.data, ph, pw)
+        if bound != self._bound:  # the buffers are stable: bind once per frame size
+            self._bind(img, maps, ph, pw)
+            self._bound = bound
+        self.session.run_with_iobinding(self._binding)
+        return self._decode(self._views, bufs)
+
+    def _bind(self, img: np.ndarray, maps: np.ndarray, ph: int, pw: int) -> None:
         b = self._binding
         b.clear_binding_inputs()
         b.clear_binding_outputs()
         b.bind_input(YUNET_INPUT, "cpu", 0, np.uint8, [1, ph, pw, 3], img.ctypes.data)
-        views = {}
+        self._views = {}
         for name, off, count, width in self._maps:
             v = maps[off:off + count * width]
             b.bind_output(name, "cpu", 0, np.float32, [1, count, width], v.ctypes.data)
-            views[name] = v.reshape(count, width)
-        self.session.run_with_iobinding(b)
-        return self._decode(views, bufs)
+            self._views[name] = v.reshape(count, width)
 
     def _decode(self, views: dict[str, np.ndarray], bufs: FaceBuffers) -> int:
         """FaceDetectorYN's post-processing: score = sqrt(cls * obj), boxes and points from
