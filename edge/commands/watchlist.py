@@ -140,6 +140,24 @@ def _refuse_existing(out: Path, replace: bool) -> None:
         raise WatchlistError(f"{out} exists and is not a watchlist; choose another -o")
 
 
+def _enrol_and_save(engine, subjects, rows, policy, meta, allow_rejects: bool, out, key, key_file,
+                    passphrase_env):
+    """Check and enrol every image, report the checks, encrypt the list to ``out``;
+    returns the enrolment result and the key used."""
+    from edge import enrol
+
+    try:
+        result = enrol.enrol(engine, subjects, rows, policy, meta, allow_rejects=allow_rejects)
+    except enrol.EnrolmentError as exc:
+        for p in exc.problems:
+            click.echo(f"  {p}", err=True)
+        raise
+    _report_checks(result.checks)
+    for sid in result.not_enrolled:
+        click.echo(f"  subject {sid} left out: no accepted image", err=True)
+    return result, _save(result.watchlist, out, key, key_file, passphrase_env)
+
+
 def _report_checks(result_checks: list, rejected_only: bool = True) -> None:
     rej = [(r, c) for r, c in result_checks if not c.ok]
     if rej:
@@ -293,17 +311,9 @@ def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: st
     cfg, engine = _engine(config)
     meta.model, meta.model_sha256 = enrol.model_identity(cfg)
     click.echo(f"checking {len(rows)} image(s) of {len(subjects)} subject(s)", err=True)
-    try:
-        result = enrol.enrol(engine, subjects, rows, policy, meta, allow_rejects=allow_rejects)
-    except enrol.EnrolmentError as exc:
-        for p in exc.problems:
-            click.echo(f"  {p}", err=True)
-        raise
-    _report_checks(result.checks)
-    for sid in result.not_enrolled:
-        click.echo(f"  subject {sid} left out: no accepted image", err=True)
+    result, key = _enrol_and_save(engine, subjects, rows, policy, meta, allow_rejects, out, key, key_file,
+                                  passphrase_env)
     wl = result.watchlist
-    key = _save(wl, out, key, key_file, passphrase_env)
     info = vault.read_meta(out, key)
     s = wl.stats()
     _audit(audit_path, "watchlist.create", {
@@ -362,17 +372,9 @@ def build_cmd(images_dir: Path, out: Path, deployment_id: str, replace: bool, au
     meta = enrol.WatchlistMeta(deployment_id=deployment_id, index_type="auto")
     meta.model, meta.model_sha256 = enrol.model_identity(cfg)
     click.echo(f"building from {len(rows)} image(s) of {len(subjects)} subject(s)", err=True)
-    try:
-        result = enrol.enrol(engine, subjects, rows, policy, meta, allow_rejects=True)
-    except enrol.EnrolmentError as exc:
-        for p in exc.problems:
-            click.echo(f"  {p}", err=True)
-        raise
-    _report_checks(result.checks)
-    for sid in result.not_enrolled:
-        click.echo(f"  subject {sid} left out: no accepted image", err=True)
+    result, key = _enrol_and_save(engine, subjects, rows, policy, meta, True, out, key, key_file,
+                                  passphrase_env)
     wl = result.watchlist
-    key = _save(wl, out, key, key_file, passphrase_env)
     s = wl.stats()
     _audit(audit_path, "watchlist.create", {
         "deployment_id": deployment_id, "development": True, "subjects": s["subjects"],
