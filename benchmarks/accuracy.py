@@ -1,6 +1,6 @@
 """Accuracy, fairness and calibration on ../shared/data: regenerates docs/ACCURACY.md's tables.
 
-Runs exactly what ``edge eval`` runs (``edge.evaluation.run.run_evaluation``) on LFW
+Runs exactly what ``edge eval`` runs (``edge.lab.evaluation.run.run_evaluation``) on LFW
 (identities, gender) + UTKFace (impostors, race x gender, age), with the built-in label-noise
 lists, writes results.json / report.md / plots to docs/eval/, pastes the tables between the
 markers of docs/ACCURACY.md, and writes the exclusion lists as CSV next to them so users can
@@ -20,9 +20,9 @@ from pathlib import Path
 
 from common import REPO, machine_note, write_json
 
-from edge.evaluation import datasets as D
-from edge.evaluation.report import render_markdown, update_generated_section, write_outputs
-from edge.evaluation.run import EvalOptions, parse_rate, run_evaluation
+from edge.lab.evaluation import datasets as D
+from edge.lab.evaluation.report import render_markdown, update_generated_section, write_outputs
+from edge.lab.evaluation.run import EvalOptions, parse_rate, run_evaluation
 
 SHARED = Path(os.environ.get("EDGE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -53,7 +53,7 @@ def main() -> None:
     lfw, utk = a.data / "lfw_pairs_150", a.data / "utkface_adult_balanced"
     if not lfw.is_dir():
         raise SystemExit(f"needs ../shared/data: {lfw} is absent")
-    from edge.engine import FaceEngine
+    from edge.face.photos import FaceEngine
 
     engine = FaceEngine.from_config()
     opts = EvalOptions(identities=lfw, impostors=utk if utk.is_dir() else None,

@@ -1,4 +1,4 @@
-"""Shared helpers for the scripts in benchmarks/ (the measuring code itself is in edge.bench).
+"""Shared helpers for the scripts in benchmarks/ (the measuring code itself is in edge.lab.bench).
 
 The scripts run from a checkout (``python benchmarks/<name>.py``); this module makes the
 package importable from there, finds the evaluation video, and writes results as JSON.
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from edge.bench import default_video, make_sample_clip  # noqa: E402
+from edge.lab.bench import default_video, make_sample_clip  # noqa: E402
 
 OUT = REPO / "out" / "bench"
 

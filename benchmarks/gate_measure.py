@@ -36,7 +36,7 @@ from common import write_json  # noqa: E402
 from fusion import track_consistency, tracked_frames  # noqa: E402
 
 from edge.config import load_config  # noqa: E402
-from edge.engine import FaceEngine  # noqa: E402
+from edge.face.photos import FaceEngine  # noqa: E402
 
 INNER = (slice(20, 100), slice(20, 92))  # rows, cols of the 112 x 112 aligned crop
 
@@ -175,7 +175,7 @@ def override(a: argparse.Namespace) -> dict[str, Any]:
     from fusion import node_run
     from fusion import videos as video_list
 
-    from edge.bench import auto_watchlist, default_video
+    from edge.lab.bench import auto_watchlist, default_video
 
     cfg = load_config(overrides={"privacy": {"lock_memory": False}})
     arcade = default_video()

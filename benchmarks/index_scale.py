@@ -2,11 +2,11 @@
 
 Why: the node must answer "who is this?" within a frame budget at any watchlist size, and an
 approximate index may silently miss the right subject. This measures both on *real* SFace
-embeddings so the flat -> HNSW cut-over (``edge.watchlist.HNSW_ABOVE``) rests on numbers.
+embeddings so the flat -> HNSW cut-over (``edge.watchlist.index.HNSW_ABOVE``) rests on numbers.
 
 Data (needs ../shared/data; the product never does):
 - real faces: every LFW (lfw_pairs_150) and UTKFace (utkface_adult_balanced) image, detected,
-  aligned and embedded with the product's own pipeline (``edge.engine.FaceEngine``);
+  aligned and embedded with the product's own pipeline (``edge.face.photos.FaceEngine``);
 - queries: one held-out LFW image for each of up to ``--queries`` identities that have >= 2
   images (never in any gallery, nor are its augmentations); the gallery is ordered so the
   identities' other images come first, so small galleries hold the queries' mates;
@@ -54,10 +54,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge import watchlist as wlmod  # noqa: E402
-from edge.align import align_one  # noqa: E402
 from edge.config import load_config  # noqa: E402
-from edge.engine import FaceEngine  # noqa: E402
+from edge.face.align import align_one  # noqa: E402
+from edge.face.photos import FaceEngine  # noqa: E402
+from edge.watchlist.index import index as wlmod  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge" / "index_scale"
@@ -98,7 +98,7 @@ def list_images(data: Path) -> tuple[list[Path], list[int], list[str]]:
 
 def model_tag(cfg) -> str:
     """Cache key: the detector's and recogniser's sha256 (embeddings depend on both)."""
-    from edge import models
+    from edge.face import model_files as models
 
     man = models.load_manifest()
     rec = cfg.recognizer.sha256 or man[cfg.recognizer.model].sha256
@@ -365,7 +365,7 @@ def measure_size(gallery: np.ndarray, queries: np.ndarray, threshold: float) -> 
 
 def enrol_timing(engine: FaceEngine, real: dict, sample: int) -> dict:
     """The full `edge watchlist create` path on real LFW images, per 1k images."""
-    from edge import enrol, vault
+    from edge.watchlist import enrol, vault
 
     rows = np.flatnonzero(real["src"] == 0)[:sample]
     t0 = time.perf_counter()

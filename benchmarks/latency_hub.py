@@ -4,7 +4,7 @@ Two measurements, both on 127.0.0.1 with the hub in its own process (``edge hub`
 headless Chromium signed in to the tablet app (Debian ``chromium`` at /usr/bin/chromium):
 
 1. **synthetic**: ``--alerts`` synthetic alerts (generated pictures, nobody's face) sent through
-   the real durable sender (``edge.outbox.AlertSender``: SQLite outbox, fsync, ZeroMQ) at
+   the real durable sender (``edge.link.outbox.AlertSender``: SQLite outbox, fsync, ZeroMQ) at
    ``--rate`` per second. ``captured_at`` is stamped just before ``send()``, so this is the
    transport + hub + browser share of the latency.
 2. **real node** (skipped with ``--no-real-node`` or when the models are not installed): the
@@ -172,7 +172,7 @@ def latencies(sent: dict[str, float], hub: dict[str, dict[str, Any]],
 
 def synthetic(tmp: Path, n: int, rate: float) -> dict[str, Any]:
     from edge.hub.synthetic import synthetic_alert, synthetic_jpeg
-    from edge.outbox import AlertSender
+    from edge.link.outbox import AlertSender
 
     hub = HubProcess(tmp / "hub-syn")
     tab = Tablet(hub.url)
@@ -203,10 +203,10 @@ def synthetic(tmp: Path, n: int, rate: float) -> dict[str, Any]:
 def real_node(tmp: Path, appearances: int) -> dict[str, Any]:
     import cv2
 
-    from edge.demo import _enrolment_photo, sample_images_dir
-    from edge.engine import FaceEngine
-    from edge.vault import create_key_file
-    from edge.watchlist import Entry, Subject, Watchlist, WatchlistMeta
+    from edge.face.photos import FaceEngine
+    from edge.node.demo import _enrolment_photo, sample_images_dir
+    from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
+    from edge.watchlist.vault import create_key_file
 
     engine = FaceEngine.from_config()
     group = cv2.imread(str(sample_images_dir() / "t1.jpg"))
@@ -282,7 +282,7 @@ def main() -> None:
         result["synthetic"] = synthetic(tmp, args.alerts, args.rate)
         if not args.no_real_node:
             try:
-                from edge import models
+                from edge.face import model_files as models
 
                 models.resolve("yunet_2023mar")
                 models.resolve("sface_2021dec")

@@ -5,11 +5,11 @@ alert is lost between the node and the hub. Not a CI test (default 30 minutes).
 
 Set-up: the hub (``edge.hub.service.Hub``, real ZeroMQ on 127.0.0.1, its own SQLite store)
 runs in a child process so the node's memory is measured alone; the node runs here with the
-real durable sender (``edge.outbox.AlertSender``) and a camera-paced source that plays the
+real durable sender (``edge.link.outbox.AlertSender``) and a camera-paced source that plays the
 videos round and round at the camera rate, keeping only the newest frame. Every few seconds
 it samples RSS, the capture->done latency, frames captured/processed/dropped, outbox
 backlog and alerts sent vs received by the hub. Alerts use a zero cool-down so they flow
-all the time (one per track). If ``edge.hub``/``edge.outbox`` can't be imported, alerts go to
+all the time (one per track). If ``edge.hub``/``edge.link.outbox`` can't be imported, alerts go to
 an in-process counter instead and the report says so.
 
     python benchmarks/soak.py [--minutes 30] [--video A.mp4 --video B.mp4] [--interval 5]
@@ -34,7 +34,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, machine_note, video_or_sample, write_json  # noqa: E402
 
-from edge.bench import (  # noqa: E402
+from edge.config import load_config  # noqa: E402
+from edge.lab.bench import (  # noqa: E402
     BENCH_OVERRIDES,
     PacedVideoSource,
     _status_mb,
@@ -43,9 +44,8 @@ from edge.bench import (  # noqa: E402
     shared_data_file,
     video_info,
 )
-from edge.config import load_config  # noqa: E402
-from edge.pipeline import Node  # noqa: E402
-from edge.watchlist import Watchlist  # noqa: E402
+from edge.node.pipeline import Node  # noqa: E402
+from edge.watchlist.index import Watchlist  # noqa: E402
 
 SOAK_VIDEOS = ["walking_arcade_1080p.mp4", "intel_face_demographics_walking.gif",
                "hamilton_talking_360p.mp4", "intel_head_pose_female_and_male.gif"]
@@ -132,9 +132,9 @@ def soak(videos: list[str], minutes: float, interval: float, out: Path) -> dict[
     tmp = Path(tempfile.mkdtemp(prefix="edge-soak-"))
     os.chmod(tmp, 0o700)
     hub: HubProcess | None = None
-    consumer = "in-process counter (edge.hub/edge.outbox unavailable)"
+    consumer = "in-process counter (edge.hub/edge.link.outbox unavailable)"
     try:
-        from edge.outbox import AlertSender
+        from edge.link.outbox import AlertSender
 
         hub = HubProcess(tmp / "hub")
         sink: Any = AlertSender(tmp / "node" / "outbox.sqlite", hub.endpoint, cfg.node.node_id,

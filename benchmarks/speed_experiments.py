@@ -12,7 +12,7 @@ Each idea is measured, not assumed:
    decoding in the node's thread.
 5. Recogniser threads 1 vs 2 in the whole node, and the best settings combined.
 
-Node runs go through ``edge.bench.run_child`` (a fresh process each, the node's real code);
+Node runs go through ``edge.lab.bench.run_child`` (a fresh process each, the node's real code);
 variants are run round-robin so that load from elsewhere on the machine hits them alike.
 
     python benchmarks/speed_experiments.py [--video PATH] [--frames 315] [--rounds 2]
@@ -32,8 +32,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, interleaved, machine_note, table, video_or_sample, write_json  # noqa: E402
 
-from edge import models  # noqa: E402
-from edge.bench import (  # noqa: E402
+from edge.config import load_config  # noqa: E402
+from edge.face import model_files as models  # noqa: E402
+from edge.face.detect import YUNET_MIN_FACE_AT_INPUT, detector_width  # noqa: E402
+from edge.face.photos import FaceEngine  # noqa: E402
+from edge.lab.bench import (  # noqa: E402
     BENCH_OVERRIDES,
     ChildJob,
     _strip,
@@ -41,10 +44,7 @@ from edge.bench import (  # noqa: E402
     run_child,
     video_info,
 )
-from edge.config import load_config  # noqa: E402
-from edge.detect import YUNET_MIN_FACE_AT_INPUT, detector_width  # noqa: E402
-from edge.engine import FaceEngine  # noqa: E402
-from edge.track import iou_matrix  # noqa: E402
+from edge.node.track import iou_matrix  # noqa: E402
 
 
 def _frames(video: str, positions: list[int]) -> list[np.ndarray]:
@@ -62,7 +62,7 @@ def _frames(video: str, positions: list[int]) -> list[np.ndarray]:
 def exp_embedder(video: str, rounds: int) -> dict[str, Any]:
     import onnxruntime as ort
 
-    from edge.embed import Embedder, _dynamic_batch, _session_options
+    from edge.face.embed import Embedder, _dynamic_batch, _session_options
     from edge.privacy import FaceBuffers
 
     cfg = load_config()

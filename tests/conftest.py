@@ -26,7 +26,7 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def models_ready() -> None:
     """The default models must be installed (`edge models install`); fail loudly otherwise."""
-    from edge import models
+    from edge.face import model_files as models
 
     missing = []
     for name in ("yunet_2023mar", "sface_2021dec"):
@@ -40,14 +40,14 @@ def models_ready() -> None:
 
 @pytest.fixture(scope="session")
 def engine(models_ready):
-    from edge.engine import FaceEngine
+    from edge.face.photos import FaceEngine
 
     return FaceEngine.from_config()
 
 
 @pytest.fixture(scope="session")
 def sample_images() -> Path:
-    from edge.demo import sample_images_dir
+    from edge.node.demo import sample_images_dir
 
     return sample_images_dir()
 

@@ -14,13 +14,13 @@ import cv2
 import numpy as np
 
 from edge.config import load_config
-from edge.watchlist import Entry, Subject, Watchlist, WatchlistMeta
+from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
 
 HOLD_MARK = "[edge] holding after end of source"
 
 
 def save_watchlist(directory: Path, key_file: Path, emb_by_subject: dict[str, np.ndarray]) -> None:
-    from edge.vault import create_key_file
+    from edge.watchlist.vault import create_key_file
 
     key = create_key_file(key_file)
     subjects = {s: Subject(s, f"Subject {s}", "test") for s in emb_by_subject}
@@ -92,9 +92,9 @@ def reference_patterns(source: Path, frames_wanted: set[int] | None = None,
     Uses the same stage classes and config as the node, one frame at a time with every
     face of a frame in one batch, exactly as the node does with the tracker and gates off.
     """
-    from edge.align import Aligner
-    from edge.detect import make_detector
-    from edge.embed import load_embedder
+    from edge.face.align import Aligner
+    from edge.face.detect import make_detector
+    from edge.face.embed import load_embedder
     from edge.privacy import FaceBuffers
 
     cfg = load_config(config)

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from edge.alerts import (
+from edge.hub.synthetic import synthetic_alert, synthetic_jpeg
+from edge.link.schema import (
     MAX_HEADER_BYTES,
     MAX_JPEG_BYTES,
     SCHEMA_TAG,
@@ -17,7 +18,6 @@ from edge.alerts import (
     describe,
     encode,
 )
-from edge.hub.synthetic import synthetic_alert, synthetic_jpeg
 
 JPEG = synthetic_jpeg(1)
 REF = synthetic_jpeg(2)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.bench import LoopingVideoSource, PacedVideoSource, make_sample_clip, pct, video_info
+from edge.lab.bench import LoopingVideoSource, PacedVideoSource, make_sample_clip, pct, video_info
 from edge.privacy import FrameRing
 from tests.conftest import EDGE
 
@@ -113,9 +113,9 @@ def test_edge_bench_on_an_encrypted_watchlist(engine, sample_images: Path, clip:
     enrol from its reference images."""
     import cv2
 
-    from edge.enrol import reference_crop
-    from edge.vault import create_key_file
-    from edge.watchlist import Entry, Subject, Watchlist, WatchlistMeta
+    from edge.watchlist.enrol import reference_crop
+    from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
+    from edge.watchlist.vault import create_key_file
 
     group = cv2.imread(str(sample_images / "t1.jpg"))
     faces = engine.faces(group)[:2]

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.watchlist import Entry, Subject, Watchlist, WatchlistMeta
+from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
 from tests.conftest import EDGE, write_clip
 
 SUBCOMMANDS = ["run", "demo", "models", "watchlist", "audit", "hub", "keys", "eval", "bench"]
@@ -39,8 +39,8 @@ def test_each_subcommand_explains_itself(name):
 @pytest.fixture()
 def scene(tmp_path, engine, sample_images):
     """Group photo clip; person 2 enrolled from a mirrored, re-lit copy (as in the demo)."""
-    from edge.demo import _enrolment_photo
-    from edge.vault import create_key_file
+    from edge.node.demo import _enrolment_photo
+    from edge.watchlist.vault import create_key_file
 
     group = cv2.imread(str(sample_images / "t1.jpg"))
     people = sorted(engine.faces(group), key=lambda f: float(f.bbox[0]))
@@ -105,7 +105,7 @@ def test_run_missing_video_is_one_line(scene):
 def test_run_refuses_a_corrupt_model(scene):
     tmp, clip, make = scene
     wl, key = make()
-    from edge import models
+    from edge.face import model_files as models
 
     bad = tmp / "models"
     shutil.copytree(models.models_dir(), bad)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from edge.config import load_config
-from edge.detect import YuNetDetector, YuNetOrtDetector, make_detector, yunet_graph
 from edge.errors import ModelError
+from edge.face.detect import YuNetDetector, YuNetOrtDetector, make_detector, yunet_graph
 from edge.privacy import FaceBuffers
 
 
@@ -50,7 +50,7 @@ def test_no_face_frame_gives_zero(models_ready):
 
 
 def test_non_yunet_graph_is_refused_with_a_hint(models_ready):
-    from edge import models
+    from edge.face import model_files as models
 
     sface = models.resolve("sface_2021dec").read_bytes()
     with pytest.raises(ModelError, match='backend = "opencv"'):
@@ -63,7 +63,7 @@ def test_scaling_is_antialiased_and_leaves_nothing_behind():
     """Whole-factor area averaging then bilinear: fine detail (1-px stripes, like hair or
     fabric) averages out as with INTER_AREA instead of turning into moire as with bilinear
     alone; and the intermediate image is a face buffer zeroed with the rest."""
-    from edge.detect import scale_frame
+    from edge.face.detect import scale_frame
 
     img = np.zeros((1080, 1920, 3), np.uint8)
     img[:, ::2] = 255  # 1-px stripes: mean 127.5

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from edge import enrol, vault
-from edge.enrol import EnrolmentError, EnrolPolicy, check_image
 from edge.errors import WatchlistError
-from edge.watchlist import Watchlist, WatchlistMeta
+from edge.watchlist import enrol, vault
+from edge.watchlist.enrol import EnrolmentError, EnrolPolicy, check_image
+from edge.watchlist.index import Watchlist, WatchlistMeta
 
 COLS = ["subject_id", "display_name", "category", "image", "image_source", "date_added"]
 

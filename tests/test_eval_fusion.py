@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from conftest import pad, shared_path
 
-from edge import quality as q
-from edge.evaluation import fusion as F
-from edge.track import Track
+from edge.face import quality as q
+from edge.lab.evaluation import fusion as F
+from edge.node.track import Track
 
 # ----------------------------------------------------------------------------- the track rule
 
@@ -168,7 +168,7 @@ def test_photo_sharpness_ignores_the_black_border(engine, sample_images) -> None
 def test_real_slice_k1_reproduces_edge_eval(engine, tmp_path) -> None:
     lfw = shared_path("lfw_pairs_150")
     utk = shared_path("utkface_adult_balanced")
-    from edge.evaluation.run import EvalOptions, run_evaluation
+    from edge.lab.evaluation.run import EvalOptions, run_evaluation
 
     cache = tmp_path / "cache"
     opts = F.FusionOptions(identities=lfw, impostors=utk, limit_identities=40, limit_impostors=40,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from edge.evaluation import metrics as M
+from edge.lab.evaluation import metrics as M
 
 # A toy open-set experiment used by several tests.
 # Mated searches (top-1 score, top-1 is the right subject):

@@ -19,9 +19,9 @@ from conftest import shared_path
 
 from edge.config import load_config
 from edge.errors import EdgeError
-from edge.evaluation import datasets as D
-from edge.evaluation.report import round_up, write_outputs, write_threshold_config
-from edge.evaluation.run import EvalOptions, parse_rate, run_evaluation
+from edge.lab.evaluation import datasets as D
+from edge.lab.evaluation.report import round_up, write_outputs, write_threshold_config
+from edge.lab.evaluation.run import EvalOptions, parse_rate, run_evaluation
 
 # ----------------------------------------------------------------------------- real data
 
@@ -67,7 +67,7 @@ def test_real_slice_is_sane(real_run, tmp_path) -> None:
 
 def test_lfw_kfold_verification_on_a_slice(engine, tmp_path) -> None:
     # 3 folds x (15 same + 15 different) pairs of the real protocol: well above chance (50%)
-    from edge.evaluation import metrics as M
+    from edge.lab.evaluation import metrics as M
 
     fs = D.load_face_set(shared_path("lfw_pairs_150"))
     pairs = []

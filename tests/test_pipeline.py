@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from edge.config import load_config
-from edge.pipeline import Node
-from edge.sources import open_source
-from edge.watchlist import Entry, Subject, Watchlist, WatchlistMeta
+from edge.node.pipeline import Node
+from edge.node.sources import open_source
+from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
 from tests.conftest import on_canvas, pad, shared_path, write_clip
 
 
@@ -52,7 +52,7 @@ def test_batched_embeddings_equal_single(engine, sample_images):
 
 
 def test_demo_alerts_only_on_enrolled(models_ready):
-    from edge.demo import run_demo
+    from edge.node.demo import run_demo
 
     res = run_demo(cfg_for_tests(), echo=lambda *_: None)
     assert res.alerts, "the enrolled person must raise an alert"
@@ -184,8 +184,8 @@ def test_live_source_keeps_newest_frame(models_ready, sample_images, tmp_path):
     """A live source never queues stale frames: slow processing drops old ones (counted)."""
     img = cv2.imread(str(sample_images / "t1.jpg"))
     clip = write_clip(tmp_path / "c.mp4", [img] * 40, fps=25)
+    from edge.node.sources import CaptureSource
     from edge.privacy import FrameRing
-    from edge.sources import CaptureSource
 
     ring = FrameRing(4, lock=False)
     src = CaptureSource(str(clip), ring, live=True, max_reconnects=1, reconnect_initial_s=0.05)
@@ -207,8 +207,8 @@ def test_live_source_keeps_newest_frame(models_ready, sample_images, tmp_path):
 ])
 def test_bad_sources_fail_clearly(spec, msg):
     from edge.errors import SourceError
+    from edge.node.sources import open_source as op
     from edge.privacy import FrameRing
-    from edge.sources import open_source as op
 
     with pytest.raises(SourceError, match=msg):
         op(spec, FrameRing(2, lock=False))
@@ -216,7 +216,7 @@ def test_bad_sources_fail_clearly(spec, msg):
 
 def test_probe_jpeg_blanks_bystanders_inside_the_crop():
     """A bystander's face next to the matched person must not travel with the alert."""
-    from edge.pipeline import probe_jpeg
+    from edge.node.pipeline import probe_jpeg
 
     img = np.zeros((200, 300, 3), np.uint8)
     img[50:110, 50:110] = 255  # matched face
@@ -257,7 +257,7 @@ def test_quality_gate_cannot_hide_a_whole_track(engine, sample_images, tmp_path,
 
 def test_latency_series_stay_bounded_on_a_long_run():
     """Found by the 30-minute soak: per-frame latency lists grew for ever without an audit log."""
-    from edge.pipeline import NodeStats
+    from edge.node.pipeline import NodeStats
 
     st = NodeStats()
     for i in range(5 * NodeStats.KEEP + 5):
@@ -268,7 +268,7 @@ def test_latency_series_stay_bounded_on_a_long_run():
 
 def test_recogniser_batch_is_one_on_cpu_unless_configured(models_ready):
     """Batches don't speed SFace up on a CPU but grow ONNX Runtime's arena for good."""
-    from edge.embed import load_embedder
+    from edge.face.embed import load_embedder
 
     rec = load_config().recognizer
     assert load_embedder(rec.model_copy(update={"providers": ["CPUExecutionProvider"]})).max_batch == 1

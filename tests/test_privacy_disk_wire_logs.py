@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import zmq
 
-from edge.alerts import decode
-from edge.transport import ALERT
+from edge.link.schema import decode
+from edge.link.zeromq import ALERT
 from tests.conftest import write_clip
 from tests.privacy_helpers import HOLD_MARK, probes, save_watchlist, start_node, write_config
 
@@ -56,7 +56,7 @@ class RecordingHub:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, engine, sample_images):
-    from edge.demo import _enrolment_photo
+    from edge.node.demo import _enrolment_photo
 
     root = tmp_path_factory.mktemp("dwl")
     group = cv2.imread(str(sample_images / "t1.jpg"))

@@ -39,7 +39,7 @@ def scene(tmp_path_factory, sample_images, models_ready):
         frames.append(cv2.resize(group[40:40 + 800, x:x + 1150], (960, 668)))
     clip = write_clip(root / "street.mp4", frames, fps=10)
     other = cv2.imread(str(sample_images / "Tom_Hanks_54745.png"))
-    from edge.engine import FaceEngine
+    from edge.face.photos import FaceEngine
 
     eng = FaceEngine.from_config()
     face = eng.faces(other, pad=0.6)[0]

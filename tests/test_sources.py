@@ -8,8 +8,8 @@ import threading
 
 import cv2
 
+from edge.node.sources import CaptureSource, describe
 from edge.privacy import FrameRing
-from edge.sources import CaptureSource, describe
 from tests.conftest import write_clip
 
 

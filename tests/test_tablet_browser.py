@@ -12,7 +12,7 @@ import pytest
 
 from edge.audit import AuditLog, read_records
 from edge.hub.synthetic import synthetic_alert
-from edge.outbox import AlertSender
+from edge.link.outbox import AlertSender
 from tests.hub_helpers import PASSWORD, RunningHub, hub_config, wait_for
 
 pytestmark = pytest.mark.browser
@@ -28,7 +28,7 @@ CHROMIUM_ARGS = [
 
 def face_jpegs() -> tuple[bytes, bytes]:
     """(probe, reference) from a photo shipped in insightface's wheel (a public sample)."""
-    from edge.demo import sample_images_dir
+    from edge.node.demo import sample_images_dir
 
     img = cv2.imread(str(sample_images_dir() / "Tom_Hanks_54745.png"))
     assert img is not None
@@ -170,9 +170,9 @@ def test_end_to_end_node_on_video_to_tablet(tmp_path: Path, browser, engine, sam
     import subprocess
 
     from edge.audit import verify
-    from edge.demo import _enrolment_photo
-    from edge.vault import create_key_file
-    from edge.watchlist import Entry, Subject, Watchlist, WatchlistMeta
+    from edge.node.demo import _enrolment_photo
+    from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
+    from edge.watchlist.vault import create_key_file
     from tests.conftest import EDGE, write_clip
 
     group = cv2.imread(str(sample_images / "t1.jpg"))

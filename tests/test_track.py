@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge.config import TrackerSection
-from edge.track import Tracker
+from edge.node.track import Tracker
 
 
 def _track(tr: Tracker, width: float, frame: int = 0):

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import zmq
 
-from edge import transport as tp
-from edge.alerts import SCHEMA_TAG, encode
 from edge.hub.synthetic import synthetic_alert, synthetic_jpeg
-from edge.keys import KeyFileError, generate_keypair, load_public_key, load_secret_key
-from edge.metrics import NodeMetrics
-from edge.outbox import AlertSender
-from edge.transport import CurveConfig, TransportError, is_loopback
+from edge.link import zeromq as tp
+from edge.link.curve_keys import KeyFileError, generate_keypair, load_public_key, load_secret_key
+from edge.link.metrics import LinkMetrics
+from edge.link.outbox import AlertSender
+from edge.link.schema import SCHEMA_TAG, encode
+from edge.link.zeromq import CurveConfig, TransportError, is_loopback
 from tests.hub_helpers import RunningHub, hub_config, metric, wait_for
 
 EDGE = [sys.executable, "-m", "edge.cli"]
@@ -113,7 +113,7 @@ def test_plain_transport_refused_off_loopback(tmp_path: Path) -> None:
 
 
 def test_curve_delivery_and_decision_path(tmp_path: Path, keys, curve_hub) -> None:
-    m = NodeMetrics()
+    m = LinkMetrics()
     curve = CurveConfig(keys["node_secret"], keys["hub_public"])
     with AlertSender(tmp_path / "o.sqlite", curve_hub.endpoint, "node-a", curve, None, m) as s:
         a = synthetic_alert("node-a")
@@ -154,7 +154,7 @@ def test_wrong_keys_refused_and_counted(tmp_path: Path, keys, curve_hub, case: s
 
 
 def test_node_cannot_impersonate_another(tmp_path: Path, keys, curve_hub) -> None:
-    m = NodeMetrics()
+    m = LinkMetrics()
     curve = CurveConfig(keys["node_secret"], keys["hub_public"])  # authenticated as node-a
     with AlertSender(tmp_path / "o.sqlite", curve_hub.endpoint, "node-b", curve, None, m) as s:
         s.send(synthetic_alert("node-b"), JPEG)

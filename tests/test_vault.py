@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edge import vault
 from edge.errors import WatchlistError
-from edge.vault import (
+from edge.watchlist import vault
+from edge.watchlist.vault import (
     VaultKey,
     create_key_file,
     destroy_vault,

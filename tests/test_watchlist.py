@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from conftest import EDGE
 
-from edge import enrol, vault
 from edge.audit import read_records, verify
 from edge.errors import WatchlistError
-from edge.watchlist import Watchlist, WatchlistMeta, build_index
+from edge.watchlist import enrol, vault
+from edge.watchlist.index import Watchlist, WatchlistMeta, build_index
 
 PASS_ENV = "EDGE_TEST_WL_PASSPHRASE"
 

@@ -56,7 +56,7 @@ def bench(video: str | None, watchlist: str, key_file: str | None, config_path: 
       edge bench --peers --out out/bench
       edge bench --video clip.mp4 --watchlist wl/ --key-file wl.key --config config/site.toml
     """
-    from edge.bench import BenchOptions, console_summary, run_bench, write_report
+    from edge.lab.bench import BenchOptions, console_summary, run_bench, write_report
 
     if watchlist != "auto" and not key_file:
         raise EdgeError("--watchlist DIR needs --key-file (or use --watchlist auto)")

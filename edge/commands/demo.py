@@ -17,7 +17,7 @@ def demo(config_path: str | None) -> None:
     Models must be installed first (`edge models install`).
     """
     cfg = load_config(config_path, overrides={"alerts": {"console": True}})
-    from edge.demo import run_demo  # heavy imports (OpenCV, ONNX Runtime) only when used
+    from edge.node.demo import run_demo  # heavy imports (OpenCV, ONNX Runtime) only when used
 
     res = run_demo(cfg, echo=click.echo)
     click.echo(f"[demo] {res.frames} frames at {res.fps:.1f} fps; {res.faces_seen} face detections "

@@ -57,9 +57,9 @@ def hub(ctx: click.Context, config_path: Path | None, bind: str | None, http_hos
 
 def run_hub(cfg: HubConfig) -> None:
     """Start hub, metrics endpoint and web app; block until SIGINT/SIGTERM."""
+    from edge.exporter import serve_metrics
     from edge.hub.service import Hub
     from edge.hub.web import HubServer
-    from edge.metrics import serve_metrics
 
     if not Path(cfg.store.officers_file).exists():
         log.warning("no officers file at %s: nobody can sign in (edge hub add-officer NAME)",

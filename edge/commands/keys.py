@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edge.keys import generate_keypair, load_public_key
+from edge.link.curve_keys import generate_keypair, load_public_key
 
 
 @click.group()

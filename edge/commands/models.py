@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from edge import models as m
 from edge.errors import ModelError
+from edge.face import model_files as m
 
 _DIR_HELP = (
     "Models directory. Default: $EDGE_MODELS_DIR if set, else ~/.cache/edge/models."

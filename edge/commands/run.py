@@ -44,12 +44,12 @@ def run(source: str, watchlist_dir: str, key_file: str | None, passphrase_env: s
 
     from edge import hardening
     from edge.audit import AuditLog
-    from edge.enrol import check_model
-    from edge.outbox import AlertSender
-    from edge.pipeline import Node
-    from edge.sources import open_source
-    from edge.transport import CurveConfig
-    from edge.watchlist import Watchlist
+    from edge.link.outbox import AlertSender
+    from edge.link.zeromq import CurveConfig
+    from edge.node.pipeline import Node
+    from edge.node.sources import open_source
+    from edge.watchlist.enrol import check_model
+    from edge.watchlist.index import Watchlist
 
     report = hardening.harden_process(lock_memory=cfg.privacy.lock_memory)
     for line in report.lines():
@@ -73,9 +73,10 @@ def run(source: str, watchlist_dir: str, key_file: str | None, passphrase_env: s
     metrics_server = None
     nm = None
     if cfg.metrics.port:
-        from edge.metrics import NodeMetrics, serve_metrics
+        from edge.exporter import serve_metrics
+        from edge.link.metrics import LinkMetrics
 
-        nm = NodeMetrics()
+        nm = LinkMetrics()
         nm.registry.register(PipelineCollector(node))
         metrics_server = serve_metrics(nm.registry, cfg.metrics.port)
     # open the source before any thread starts: a bad camera or URL stops start-up cleanly
@@ -165,7 +166,7 @@ class PipelineCollector:
 def _destroy_if_due(watchlist_dir: str, key_file: str | None) -> None:
     """Crypto-shred an expired list before anything else reads it (auto-destroy policy)."""
     try:
-        from edge.enrol import destroy_if_due
+        from edge.watchlist.enrol import destroy_if_due
     except ImportError:  # pragma: no cover - enrol ships with the package
         return
     if destroy_if_due(Path(watchlist_dir), Path(key_file) if key_file else None, time.time()):

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 import click
 
-from edge import vault
 from edge.errors import WatchlistError
+from edge.watchlist import vault
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PROMPT_META = "edge.watchlist.passphrase_prompt"
@@ -124,7 +124,7 @@ def _audit(path: Path | None, kind: str, data: dict) -> None:
 
 def _engine(config: Path | None):
     from edge.config import load_config
-    from edge.engine import FaceEngine
+    from edge.face.photos import FaceEngine
 
     cfg = load_config(config)
     return cfg, FaceEngine(cfg)
@@ -144,7 +144,7 @@ def _enrol_and_save(engine, subjects, rows, policy, meta, allow_rejects: bool, o
                     passphrase_env):
     """Check and enrol every image, report the checks, encrypt the list to ``out``;
     returns the enrolment result and the key used."""
-    from edge import enrol
+    from edge.watchlist import enrol
 
     try:
         result = enrol.enrol(engine, subjects, rows, policy, meta, allow_rejects=allow_rejects)
@@ -191,7 +191,7 @@ def _save(wl, out: Path, key: vault.VaultKey | None, key_file: Path | None,
 
 
 def _policy(min_face_px: float, min_sharpness: float, max_yaw: float, max_pitch: float):
-    from edge.enrol import EnrolPolicy
+    from edge.watchlist.enrol import EnrolPolicy
 
     p = EnrolPolicy(min_face_px, min_sharpness, max_yaw, max_pitch)
     p.validate()
@@ -215,7 +215,7 @@ def policy_options(f: F) -> F:
 
 
 def _status(meta, now: float) -> str:
-    from edge.enrol import destroy_deadline, fmt_time
+    from edge.watchlist.enrol import destroy_deadline, fmt_time
 
     if not meta.window_end:
         return "DEVELOPMENT LIST (no deployment window; the node accepts it only for development)"
@@ -295,7 +295,7 @@ def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: st
         --start 2025-06-01T08:00 --end 2025-06-01T20:00 \\
         -o /var/lib/edge/watchlist --key-file /etc/edge/keys/op-2025-014.key
     """
-    from edge import enrol
+    from edge.watchlist import enrol
 
     policy = _policy(min_face_px, min_sharpness, max_yaw, max_pitch)
     meta = enrol.make_meta(deployment_id, officer, enrol.parse_time(start, "--start"),
@@ -357,7 +357,7 @@ def build_cmd(images_dir: Path, out: Path, deployment_id: str, replace: bool, au
     Example:
       edge watchlist build photos/ -o wl/ --key-file ~/.config/edge/dev.key
     """
-    from edge import enrol
+    from edge.watchlist import enrol
 
     policy = _policy(min_face_px, min_sharpness, max_yaw, max_pitch)
     _refuse_existing(out, replace)
@@ -398,8 +398,8 @@ def show_cmd(directory: Path, as_json: bool, key_file: Path | None, passphrase_e
     An expired list is still shown (marked EXPIRED) so it can be reviewed until it is
     destroyed; the node itself refuses it.
     """
-    from edge import enrol
-    from edge.watchlist import Watchlist
+    from edge.watchlist import enrol
+    from edge.watchlist.index import Watchlist
 
     key = key_from_options(directory, key_file, passphrase_env)
     wl = Watchlist.load(directory, key)
@@ -449,7 +449,7 @@ def stats_cmd(directory: Path, as_json: bool, key_file: Path | None, passphrase_
     ctx = click.get_current_context()
     has_key = key_file is not None or bool(passphrase_env) or bool(ctx.meta.get(_PROMPT_META))
     if has_key:
-        from edge.watchlist import Watchlist
+        from edge.watchlist.index import Watchlist
 
         wl = Watchlist.load(directory, key_from_options(directory, key_file, passphrase_env))
         s = wl.stats()
@@ -544,7 +544,7 @@ def destroy_expired_cmd(directory: Path, audit_path: Path | None, key_file: Path
 
     For a cron job or systemd timer; exits 0 whether or not there was anything to do.
     """
-    from edge import enrol
+    from edge.watchlist import enrol
 
     if not (directory / vault.HEADER_FILE).is_file():
         click.echo(f"no watchlist at {directory}; nothing to do")

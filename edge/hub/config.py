@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge.config import read_toml, validation_error
-from edge.transport import CurveServerConfig
+from edge.link.zeromq import CurveServerConfig
 
 
 class _Section(BaseModel):

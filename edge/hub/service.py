@@ -19,12 +19,12 @@ from typing import Any
 
 import zmq
 
-from edge import transport as tp
-from edge.alerts import AlertFormatError, decode_with_reference
 from edge.hub.config import HubConfig
+from edge.hub.metrics import HubMetrics
 from edge.hub.officers import Officers
 from edge.hub.store import HubStore
-from edge.metrics import HubMetrics
+from edge.link import zeromq as tp
+from edge.link.schema import AlertFormatError, decode_with_reference
 
 log = logging.getLogger(__name__)
 

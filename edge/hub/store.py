@@ -20,8 +20,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from edge.alerts import Alert
 from edge.errors import EdgeError
+from edge.link.schema import Alert
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts(

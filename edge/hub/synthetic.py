@@ -7,7 +7,7 @@ import time
 import cv2
 import numpy as np
 
-from edge.alerts import Alert
+from edge.link.schema import Alert
 
 
 def synthetic_jpeg(seed: int = 0, size: int = 112) -> bytes:

@@ -30,11 +30,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge.errors import EdgeError
 from edge.hub.service import Hub, card_event
-from edge.transport import DECISIONS
+from edge.link.zeromq import DECISIONS
 
 log = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+WEB_DIR = Path(__file__).resolve().parent / "static"
 COOKIE = "edge_session"
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}

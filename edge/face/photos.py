@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.align import Aligner
 from edge.config import Config, load_config
-from edge.detect import make_detector
-from edge.embed import load_embedder
+from edge.face.align import Aligner
+from edge.face.detect import make_detector
+from edge.face.embed import load_embedder
 from edge.privacy import FaceBuffers
 
 

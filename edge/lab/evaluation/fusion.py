@@ -2,7 +2,7 @@
 
 There is no identity-labelled video to evaluate on, so tracks are *pseudo-tracks* built from
 the identity-labelled photo sets, in the same two halves and with the same enrolment as
-``edge.evaluation.run`` (one image per subject; ``split_of`` decides the half):
+``edge.lab.evaluation.run`` (one image per subject; ``split_of`` decides the half):
 
 (a) *multi-photo* tracks: k different photos of one person (LFW identities with >= 6 images:
     1 enrolled + 5 probes). More variation (pose, light, age, camera) than one walk past a
@@ -39,7 +39,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.evaluation.datasets import (
+from edge.lab.evaluation.datasets import (
     DEFAULT_PAD,
     _files_key,
     default_cache_dir,
@@ -184,7 +184,7 @@ def extract_frames(
     """
     from tqdm import tqdm
 
-    from edge.quality import sharpness
+    from edge.face.quality import sharpness
 
     paths = [Path(p) for p in paths]
     key = hashlib.sha256(
@@ -245,7 +245,7 @@ def track_events(frames: Iterable[tuple[str, float]], min_embeddings: int) -> li
     and alerts (once per track) when it reaches the threshold; this returns that fused value
     after every frame, so the decision at any threshold can be read off afterwards.
     """
-    from edge.track import Track
+    from edge.node.track import Track
 
     t = Track(0, np.zeros(4, np.float32), 0, 0)
     out = []
@@ -349,7 +349,7 @@ def gate_reasons(fd: FrameData, setting: GateSetting) -> np.ndarray:
     """The node's gate verdict for every frame: ``QualityGate.pre`` on box + landmarks, then
     the sharpness gate of ``QualityGate.post`` on the recorded sharpness of the aligned crop
     (``post(crop)`` is ``sharpness(crop) >= min_sharpness``; checked in the tests)."""
-    from edge import quality as q
+    from edge.face import quality as q
 
     gate = q.QualityGate(setting.section())
     sharp = fd.sharp_node if setting.measure == "node" else fd.sharp_photo
@@ -371,7 +371,7 @@ class Half:
     """One split half, in ``run.py``'s pool order, with every image's frames."""
 
     name: str
-    pool: Any  # edge.evaluation.run._Pool built from frame 0 (the photos themselves)
+    pool: Any  # edge.lab.evaluation.run._Pool built from frame 0 (the photos themselves)
     person: np.ndarray  # person key per pool image (aliases merged by the exclusion list)
     fd: FrameData
     gallery: np.ndarray  # pool indices enrolled (run.py's enrolment)
@@ -391,8 +391,8 @@ def _concat(parts: Sequence[FrameData]) -> FrameData:
 def build_halves(sets: Sequence[tuple[Any, FrameData]], exclusions: Any = None,
                  salt: str | None = None) -> dict[str, Half]:
     """Both halves with exactly ``edge eval``'s split, enrolment and alias handling."""
-    from edge.evaluation import run as R
-    from edge.evaluation.datasets import SPLIT_SALT, split_of
+    from edge.lab.evaluation import run as R
+    from edge.lab.evaluation.datasets import SPLIT_SALT, split_of
 
     salt = salt or SPLIT_SALT
     pools = R._build_pools([(fs, fd.emb[:, 0], fd.ok[:, 0]) for fs, fd in sets], salt)
@@ -642,7 +642,7 @@ class FusionOptions:
 
 
 def _ci(k: int, n: int) -> list[float]:
-    from edge.evaluation import metrics as M
+    from edge.lab.evaluation import metrics as M
 
     return list(M.binomial_ci(k, n)) if n else [0.0, 1.0]
 
@@ -650,8 +650,8 @@ def _ci(k: int, n: int) -> list[float]:
 def _point(outc_m: TrackOutcome, n_m: int, nm_scores: np.ndarray, imp: dict[str, ImpostorScores],
            t: float, k: int, N: int, target: float) -> dict[str, Any]:
     """Report-half figures at one threshold."""
-    from edge.evaluation import metrics as M
-    from edge.evaluation.run import _max_vouched_watchlist
+    from edge.lab.evaluation import metrics as M
+    from edge.lab.evaluation.run import _max_vouched_watchlist
 
     tp = float(tpir_from_intervals(outc_m.mated_intervals(k), n_m, [t])[0])
     hits = int(round(tp * n_m))
@@ -679,7 +679,7 @@ def _group_rows(h: Half, tracks_m: Sequence[PseudoTrack], outc_m: TrackOutcome,
                 imp: dict[str, ImpostorScores], k: int, t: float) -> dict[str, Any]:
     """Per group at threshold t: TPIR of mated tracks, open-set FPIR of non-mated tracks and
     within-group FMR, each with the ratio to the pooled rate of that grouping."""
-    from edge.evaluation import metrics as M
+    from edge.lab.evaluation import metrics as M
 
     out: dict[str, Any] = {}
     for g in h.pool.primary:
@@ -720,9 +720,9 @@ def run_fusion(opts: FusionOptions, engine: Any = None) -> dict[str, Any]:
     """Per-track TPIR/FPIR (both pseudo-track kinds, k = 1..frames, each min_embeddings)
     and the quality gates' effect, calibrated on the calibration half and reported on the
     report half. Returns a JSON-able dict (counts, rates, thresholds; no face data)."""
-    from edge.evaluation import metrics as M
-    from edge.evaluation import run as R
-    from edge.evaluation.datasets import (
+    from edge.lab.evaluation import metrics as M
+    from edge.lab.evaluation import run as R
+    from edge.lab.evaluation.datasets import (
         CALIBRATION,
         REPORT,
         SPLIT_SALT,
@@ -736,13 +736,13 @@ def run_fusion(opts: FusionOptions, engine: Any = None) -> dict[str, Any]:
     if opts.impostors is not None:
         imp_set = R._limit(load_face_set(opts.impostors), opts.limit_impostors, salt, False)
         if imp_set.identity_labelled:
-            from edge.evaluation.datasets import FaceSet
+            from edge.lab.evaluation.datasets import FaceSet
 
             imp_set = FaceSet(imp_set.root, imp_set.name, "impostor", imp_set.items)
         sets_fs.append(imp_set)
     ex = load_exclusions(opts.exclusions)
     if engine is None:
-        from edge.engine import FaceEngine
+        from edge.face.photos import FaceEngine
 
         engine = FaceEngine.from_config()
     sets = [(fs, extract_frames([it.path for it in fs.items], engine, frames=opts.frames,
@@ -861,8 +861,8 @@ def _k_row(halves: dict[str, Half], tracks: dict[str, tuple[list, list]],
            imps: dict[str, dict[tuple[int, int], dict[str, ImpostorScores]]],
            k: int, m: int, opts: FusionOptions, req: float) -> dict[str, Any]:
     """Calibrate on the calibration half, measure on the report half, for k frames, m."""
-    from edge.evaluation import metrics as M
-    from edge.evaluation.datasets import CALIBRATION, REPORT
+    from edge.lab.evaluation import metrics as M
+    from edge.lab.evaluation.datasets import CALIBRATION, REPORT
 
     N, target = opts.watchlist_size, opts.target_fpir
     c_m, c_n = outc[CALIBRATION]
@@ -937,7 +937,7 @@ def _cross(aug_row: dict[str, Any], outc_m: TrackOutcome, n_m: int, k: int) -> d
 
 def _curves(outc: tuple[TrackOutcome, TrackOutcome], n_m: int, imp: dict[str, ImpostorScores],
             k: int, grid: np.ndarray, N: int) -> dict[str, list[float]]:
-    from edge.evaluation import metrics as M
+    from edge.lab.evaluation import metrics as M
 
     om, on = outc
     tp = tpir_from_intervals(om.mated_intervals(k), n_m, grid)

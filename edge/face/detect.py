@@ -21,9 +21,9 @@ import math
 import cv2
 import numpy as np
 
-from edge import models
 from edge.config import DetectorSection
 from edge.errors import ModelError
+from edge.face import model_files as models
 from edge.privacy import FaceBuffers
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class YuNetOrtDetector:
     def __init__(self, cfg: DetectorSection, models_dir: str | None = None) -> None:
         import onnxruntime as ort
 
-        from edge.embed import pick_providers, usable_cores
+        from edge.face.embed import pick_providers, usable_cores
 
         self.cfg = cfg
         data = models.read_verified(cfg.model, models.models_dir(models_dir), cfg.sha256)

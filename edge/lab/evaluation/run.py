@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from edge.errors import EdgeError
-from edge.evaluation import metrics as M
-from edge.evaluation.datasets import (
+from edge.lab.evaluation import metrics as M
+from edge.lab.evaluation.datasets import (
     CALIBRATION,
     DEFAULT_PAD,
     REPORT,
@@ -633,7 +633,7 @@ def run_evaluation(opts: EvalOptions, engine: object | None = None) -> EvalResul
     ex = load_exclusions(opts.exclusions)
     if engine is None:
         from edge.config import load_config
-        from edge.engine import FaceEngine
+        from edge.face.photos import FaceEngine
 
         engine = FaceEngine.from_config(load_config(opts.config))
     sets = []

@@ -513,7 +513,7 @@ def default_cache_dir() -> Path:
 
 def engine_fingerprint(engine: object) -> str:
     """What determines an embedding: both models' sha256 and the detector/recogniser settings."""
-    from edge import models
+    from edge.face import model_files as models
 
     cfg = engine.cfg  # type: ignore[attr-defined]
     try:
@@ -569,7 +569,7 @@ def embed_images(
     """Embeddings of the subject face of every image: ``(emb [n, d] float32, ok [n] bool)``.
 
     ``ok`` is False where the image is unreadable or no face is found (the row is zeros);
-    callers count those as failures to acquire. ``engine`` is an ``edge.engine.FaceEngine``
+    callers count those as failures to acquire. ``engine`` is an ``edge.face.photos.FaceEngine``
     (built from the default config when None). Results are cached under ``cache_dir``, keyed by
     the engine fingerprint (model sha256s + settings), ``pad`` and the file list (paths, sizes,
     mtimes), so a re-run over the same data and models is instant.
@@ -579,7 +579,7 @@ def embed_images(
 
     paths = [Path(p) for p in paths]
     if engine is None:
-        from edge.engine import FaceEngine
+        from edge.face.photos import FaceEngine
 
         engine = FaceEngine.from_config()
     key = hashlib.sha256(

@@ -31,11 +31,11 @@ from typing import Any
 
 import zmq
 
-from edge import transport as tp
-from edge.alerts import Alert, encode
 from edge.errors import EdgeError
-from edge.metrics import NodeMetrics
-from edge.transport import CurveConfig
+from edge.link import zeromq as tp
+from edge.link.metrics import LinkMetrics
+from edge.link.schema import Alert, encode
+from edge.link.zeromq import CurveConfig
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class AlertSender:
         node_id: str,
         curve: CurveConfig | None = None,
         audit: Any | None = None,
-        metrics: NodeMetrics | None = None,
+        metrics: LinkMetrics | None = None,
         *,
         camera: str = "",
         ack_timeout: float = 2.0,

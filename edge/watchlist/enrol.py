@@ -27,11 +27,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge import vault
 from edge.config import Config
 from edge.errors import WatchlistError
-from edge.quality import pose_from_landmarks
-from edge.watchlist import Entry, Subject, Watchlist, WatchlistMeta
+from edge.face.quality import pose_from_landmarks
+from edge.watchlist import vault
+from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def reference_crop(image: np.ndarray, bbox: np.ndarray, max_px: int = REF_MAX_PX
 def face_sharpness(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> tuple[float, float]:
     """(sharpness, coverage) of the aligned inner face, counting only pixels from the photo.
 
-    Why not :func:`edge.quality.sharpness` on the aligned crop: for tight face crops the
+    Why not :func:`edge.face.quality.sharpness` on the aligned crop: for tight face crops the
     crop includes black border outside the photo, whose hard edge dominates the Laplacian
     and hides blur. Coverage is the share of the inner face region inside the photo.
     """
@@ -203,7 +203,7 @@ def face_sharpness(image: np.ndarray, landmarks: np.ndarray, size: int = 112) ->
 def check_image(engine, path: Path, policy: EnrolPolicy, name: str | None = None) -> ImageCheck:
     """Check one reference image and, if it passes, keep its embedding and reference crop.
 
-    ``engine`` is an :class:`edge.engine.FaceEngine`. Faces are counted on the image as
+    ``engine`` is an :class:`edge.face.photos.FaceEngine`. Faces are counted on the image as
     given; only if none is found is it retried with a black border (tight face crops).
     """
     chk = ImageCheck(path=Path(path), name=name or Path(path).name)
@@ -412,7 +412,7 @@ def fmt_time(ts: float) -> str:
 
 def model_identity(cfg: Config) -> tuple[str, str]:
     """(recogniser name, sha256) that embeddings in a watchlist were made with."""
-    from edge import models
+    from edge.face import model_files as models
 
     sha = cfg.recognizer.sha256
     if not sha:

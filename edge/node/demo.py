@@ -19,11 +19,11 @@ import cv2
 import numpy as np
 
 from edge.config import Config, load_config
-from edge.engine import FaceEngine
 from edge.errors import EdgeError
-from edge.pipeline import Node
-from edge.sources import open_source
-from edge.watchlist import Entry, Subject, Watchlist, WatchlistMeta
+from edge.face.photos import FaceEngine
+from edge.node.pipeline import Node
+from edge.node.sources import open_source
+from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
 
 DEMO_SUBJECT = "DEMO-001"
 

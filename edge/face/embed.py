@@ -19,9 +19,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edge import models
 from edge.config import RecognizerSection
 from edge.errors import ModelError
+from edge.face import model_files as models
 from edge.privacy import FaceBuffers
 
 log = logging.getLogger(__name__)

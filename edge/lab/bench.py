@@ -14,7 +14,7 @@ Why it is built this way:
 - Everything written to ``--out`` is counts and timings: no pixels, crops, embeddings or
   landmarks of anyone.
 
-Run ``python -m edge.bench`` only through :func:`run_bench`; the module's ``__main__`` is the
+Run ``python -m edge.lab.bench`` only through :func:`run_bench`; the module's ``__main__`` is the
 child side of the pipe.
 """
 
@@ -38,10 +38,10 @@ import cv2
 import numpy as np
 
 from edge.errors import EdgeError, SourceError
+from edge.node.sources import CaptureSource, Frame, FrameSource
 from edge.privacy import TEST_DISABLE_ENV, FrameRing
-from edge.sources import CaptureSource, Frame, FrameSource
 
-SCHEMA = "edge.bench.v1"
+SCHEMA = "edge.lab.bench.v1"
 RESULT_MARK = "EDGE_BENCH_RESULT "
 WARMUP_FRAMES = 5  # first frames of a run pay for lazy initialisation; excluded from rates
 ARCADE = Path("shared") / "data" / "videos" / "walking_arcade_1080p.mp4"
@@ -456,8 +456,8 @@ def auto_watchlist(cfg: Any, video: str, n_video: int = 5, n_lfw: int = 100,
     seven frames spread over the clip, the one with most faces of ``min_enrol_px`` or more.
     The node meets each of them over many other frames (and, looped, in other passes).
     """
-    from edge.engine import FaceEngine
-    from edge.watchlist import Entry, Subject, Watchlist, WatchlistMeta
+    from edge.face.photos import FaceEngine
+    from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
 
     eng = FaceEngine(cfg)
     info = video_info(video)
@@ -533,8 +533,8 @@ def auto_watchlist(cfg: Any, video: str, n_video: int = 5, n_lfw: int = 100,
 
 def load_user_watchlist(directory: str, key_file: str) -> BenchWatchlist:
     """A real deployment list (encrypted); its reference images enrol the peers."""
-    from edge.vault import VaultKey
-    from edge.watchlist import Watchlist
+    from edge.watchlist.index import Watchlist
+    from edge.watchlist.vault import VaultKey
 
     wl = Watchlist.load(directory, VaultKey.from_file(Path(key_file)))
     wl.check_window()  # the node refuses a list outside its window; so does its benchmark
@@ -604,10 +604,10 @@ def _alert_summary(subjects: list[str], job: ChildJob, events: int | None = None
 
 
 def run_node_child(job: ChildJob) -> dict[str, Any]:
-    """The real node (``edge.pipeline.Node``) on the video: throughput or live-paced."""
+    """The real node (``edge.node.pipeline.Node``) on the video: throughput or live-paced."""
     from edge.config import load_config
-    from edge.pipeline import Node
-    from edge.watchlist import Watchlist
+    from edge.node.pipeline import Node
+    from edge.watchlist.index import Watchlist
 
     cfg = load_config(job.config, overrides=job.overrides)
     wl = Watchlist.from_blobs(job.blobs)
@@ -701,7 +701,7 @@ def run_node_child(job: ChildJob) -> dict[str, Any]:
 
 
 def _naive_embedder(models_dir: str | None, cfg: Any) -> Any:
-    from edge import models
+    from edge.face import model_files as models
 
     data = models.read_verified(cfg.recognizer.model, models.models_dir(models_dir), cfg.recognizer.sha256)
     return cv2.FaceRecognizerSF.create("onnx", np.frombuffer(data, np.uint8), np.zeros(0, np.uint8))
@@ -711,10 +711,10 @@ def run_naive_child(job: ChildJob) -> dict[str, Any]:
     """The loop a developer writes first with the same two models: detect (whole frame),
     align and embed every face of every frame one by one, linear numpy match. No tracker,
     no quality gates, no batching, no privacy buffers."""
-    from edge import models
     from edge.config import load_config
-    from edge.detect import detector_width
-    from edge.watchlist import Watchlist
+    from edge.face import model_files as models
+    from edge.face.detect import detector_width
+    from edge.watchlist.index import Watchlist
 
     cfg = load_config(job.config, overrides=job.overrides)
     wl = Watchlist.from_blobs(job.blobs)
@@ -955,7 +955,7 @@ def run_child(job: ChildJob, zeroize_off: bool = False, timeout: float | None = 
         env[TEST_DISABLE_ENV] = "1"
     env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     proc = subprocess.run(
-        [sys.executable, "-m", "edge.bench"], input=pickle.dumps(job), stdout=subprocess.PIPE,
+        [sys.executable, "-m", "edge.lab.bench"], input=pickle.dumps(job), stdout=subprocess.PIPE,
         stderr=None, env=env, timeout=timeout, check=False,
     )
     for line in reversed(proc.stdout.decode("utf-8", "replace").splitlines()):
@@ -1054,7 +1054,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def _config_summary(cfg: Any, info: dict[str, Any]) -> dict[str, Any]:
-    from edge.detect import detector_width
+    from edge.face.detect import detector_width
 
     return {
         "detector": cfg.detector.model,

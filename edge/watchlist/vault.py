@@ -59,7 +59,7 @@ from edge.errors import WatchlistError
 
 log = logging.getLogger(__name__)
 
-FORMAT = "edge.vault"
+FORMAT = "edge.watchlist.vault"
 VERSION = 1
 HEADER_FILE = "vault.json"
 CIPHER = "AES-256-GCM"
@@ -94,7 +94,7 @@ def _unb64(s: Any, nbytes: int | None = None) -> bytes:
 
 def _hkdf(master: bytes, info: bytes, salt: bytes | None = None) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt,
-                info=b"edge.vault.v1/" + info).derive(master)
+                info=b"edge.watchlist.vault.v1/" + info).derive(master)
 
 
 def _scrypt(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -320,7 +320,7 @@ def write_vault(dir: Path, blobs: Mapping[str, bytes], key: VaultKey,
     """
     directory = Path(dir)
     if not isinstance(key, VaultKey):
-        raise TypeError("key must be an edge.vault.VaultKey")
+        raise TypeError("key must be an edge.watchlist.vault.VaultKey")
     if not isinstance(blobs, Mapping):
         raise TypeError("blobs must be a mapping of name -> bytes")
     files: dict[str, str] = {}

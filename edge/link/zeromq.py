@@ -11,7 +11,7 @@ only on loopback, for local development, with a warning logged once.
 
 Messages (frame 0 is the type tag; control bodies are one JSON object <= 16 KiB)::
 
-    node -> hub  edge.alert.v1 (see edge.alerts) | edge.heartbeat.v1 | edge.decision-ack.v1
+    node -> hub  edge.alert.v1 (see edge.link.schema) | edge.heartbeat.v1 | edge.decision-ack.v1
     hub -> node  edge.ack.v1 | edge.nack.v1 | edge.heartbeat-ack.v1 | edge.decision.v1
 """
 
@@ -31,9 +31,9 @@ import zmq
 import zmq.auth.thread
 from zmq.utils.monitor import recv_monitor_message
 
-from edge.alerts import SCHEMA_TAG
 from edge.errors import EdgeError
-from edge.keys import load_allowed_keys, load_public_key, load_secret_key
+from edge.link.curve_keys import load_allowed_keys, load_public_key, load_secret_key
+from edge.link.schema import SCHEMA_TAG
 
 log = logging.getLogger(__name__)
 

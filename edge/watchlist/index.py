@@ -4,7 +4,7 @@ Several reference images per subject are kept as separate index entries mapped t
 subject (top-1 over entries, reported per subject). Exact search (flat) for small lists;
 above ``HNSW_ABOVE`` entries an HNSW graph is used (see benchmarks/index_scale.py for the
 measurement behind the cut-over). On disk a watchlist is a set of named blobs that
-``edge.vault`` stores encrypted and authenticated.
+``edge.watchlist.vault`` stores encrypted and authenticated.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class Watchlist:
             return False
         return True
 
-    # ---- serialisation as named blobs (encrypted by edge.vault) ----
+    # ---- serialisation as named blobs (encrypted by edge.watchlist.vault) ----
     def to_blobs(self) -> dict[str, bytes]:
         meta = {
             "format": FORMAT_VERSION,
@@ -178,14 +178,14 @@ class Watchlist:
 
     def save(self, directory: str | Path, key: object) -> None:
         """Write encrypted (atomic: an existing list is replaced only when complete)."""
-        from edge import vault
+        from edge.watchlist import vault
 
         vault.write_vault(Path(directory), self.to_blobs(), key, meta=self.public_meta())
         # nothing else is written: reference images never go to disk unencrypted
 
     @classmethod
     def load(cls, directory: str | Path, key: object) -> Watchlist:
-        from edge import vault
+        from edge.watchlist import vault
 
         return cls.from_blobs(vault.read_vault(Path(directory), key))
 

@@ -4,7 +4,7 @@
            -> (match only) alert -> zeroize every face buffer and the frame slot
 
 All face data lives in :mod:`edge.privacy` buffers for the duration of one frame. The only
-thing that leaves :meth:`Node.process` is an :class:`edge.alerts.Alert` for a likely match
+thing that leaves :meth:`Node.process` is an :class:`edge.link.schema.Alert` for a likely match
 (with the matched face's crop as JPEG); everything else is overwritten with zeros in the
 ``finally`` of ``process`` before the next frame is touched.
 """
@@ -21,16 +21,16 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from edge import quality as q
-from edge.alerts import Alert, describe
-from edge.align import Aligner
 from edge.config import Config
-from edge.detect import make_detector
-from edge.embed import load_embedder
+from edge.face import quality as q
+from edge.face.align import Aligner
+from edge.face.detect import make_detector
+from edge.face.embed import load_embedder
+from edge.link.schema import Alert, describe
+from edge.node.sources import Frame, FrameSource
+from edge.node.track import Track, Tracker
 from edge.privacy import FaceBuffers, FrameRing
-from edge.sources import Frame, FrameSource
-from edge.track import Track, Tracker
-from edge.watchlist import Watchlist
+from edge.watchlist.index import Watchlist
 
 log = logging.getLogger(__name__)
 

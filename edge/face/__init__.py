@@ -1,0 +1,1 @@
+"""Face models behind two protocols (Detector, Embedder), alignment, quality gates."""

@@ -1,0 +1,67 @@
+"""Hub metrics: alerts in, refusals by reason, decisions, logins, latencies."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from edge.exporter import LATENCY_BUCKETS
+
+
+class HubMetrics:
+    """Hub metrics: alerts in, refusals by reason, decisions, logins, latencies."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.alerts_received = Counter(
+            "edge_hub_alerts_received", "New alerts stored", registry=r
+        )
+        self.alerts_duplicate = Counter(
+            "edge_hub_alerts_duplicate", "Re-sent alerts already stored (acked again)", registry=r
+        )
+        self.messages_refused = Counter(
+            "edge_hub_messages_refused",
+            "Messages refused (malformed, oversized, unknown type, wrong node)",
+            ["reason"],
+            registry=r,
+        )
+        self.handshakes_refused = Counter(
+            "edge_hub_handshakes_refused",
+            "ZeroMQ connections refused at the handshake (wrong/unknown CURVE key)",
+            ["reason"],
+            registry=r,
+        )
+        self.heartbeats = Counter("edge_hub_heartbeats", "Node heartbeats received", registry=r)
+        self.nodes_online = Gauge("edge_hub_nodes_online", "Nodes heard recently", registry=r)
+        self.decisions = Counter(
+            "edge_hub_decisions", "Officer decisions", ["decision"], registry=r
+        )
+        self.decisions_refused = Counter(
+            "edge_hub_decisions_refused", "Decision requests refused", ["reason"], registry=r
+        )
+        self.decisions_delivered = Counter(
+            "edge_hub_decisions_delivered", "Decisions acknowledged by nodes", registry=r
+        )
+        self.logins = Counter("edge_hub_logins", "Successful officer sign-ins", registry=r)
+        self.login_failures = Counter(
+            "edge_hub_login_failures", "Refused sign-ins", ["reason"], registry=r
+        )
+        self.http_unauthorized = Counter(
+            "edge_hub_http_unauthorized", "Requests refused for lack of a session", registry=r
+        )
+        self.purged = Counter(
+            "edge_hub_purged", "Items removed by retention", ["what"], registry=r
+        )
+        self.sse_clients = Gauge("edge_hub_sse_clients", "Open live-alert streams", registry=r)
+        self.capture_to_hub = Histogram(
+            "edge_hub_capture_to_hub_seconds",
+            "Frame capture on the node to alert stored on the hub",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decision_latency = Histogram(
+            "edge_hub_alert_to_decision_seconds",
+            "Alert stored to officer decision",
+            buckets=LATENCY_BUCKETS + (600.0, 1800.0, 3600.0),
+            registry=r,
+        )

@@ -1,0 +1,1 @@
+"""Measurement code (edge bench, edge eval): needs the [lab] extra, never used by the node."""

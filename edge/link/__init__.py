@@ -1,0 +1,1 @@
+"""The node <-> hub wire: message schema, durable outbox, senders, ZeroMQ/CURVE."""

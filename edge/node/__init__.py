@@ -1,0 +1,1 @@
+"""The camera node: sources, tracker, the per-frame pipeline and its wiring."""

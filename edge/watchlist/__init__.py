@@ -1,0 +1,1 @@
+"""The deployment's watchlist: FAISS index, encrypted vault, enrolment, lifecycle."""
