@@ -206,7 +206,7 @@ def node_run(video: Path, wl_blobs: dict[str, bytes], tracker: bool, quality: di
     """One pass of the real node over a video file; counts and timings only. Tracker and
     gate settings are explicit (not the defaults of the day), the rest is the default config."""
     from edge.config import load_config
-    from edge.node.pipeline import Node
+    from edge.node.app import build_node
     from edge.node.sources import open_source
     from edge.watchlist.index import Watchlist
 
@@ -215,7 +215,7 @@ def node_run(video: Path, wl_blobs: dict[str, bytes], tracker: bool, quality: di
         "recognizer": {"threads": threads}, "match": {"threshold": THROUGHPUT_THRESHOLD},
         "tracker": {"enabled": tracker, "min_embeddings": 1, "max_embeddings": 5,
                     "reembed_every": 5, **(tracker_extra or {})}, "quality": quality})
-    node = Node(cfg, Watchlist.from_blobs(wl_blobs))
+    node = build_node(cfg, Watchlist.from_blobs(wl_blobs))
     # keep a reference to every track the node creates, to count embeddings per track
     # afterwards (a Track holds box coordinates and scores only; nothing is written out
     # but counts)
@@ -255,7 +255,7 @@ def alert_check(a: argparse.Namespace) -> dict[str, Any]:
     settings still alert on them, and how many frames after their track started."""
     from edge.config import load_config
     from edge.lab.bench import auto_watchlist, default_video
-    from edge.node.pipeline import Node
+    from edge.node.app import build_node
     from edge.node.sources import open_source
     from edge.watchlist.index import Watchlist
 
@@ -274,7 +274,7 @@ def alert_check(a: argparse.Namespace) -> dict[str, Any]:
                     "alerts": {"console": False}, "privacy": {"lock_memory": False},
                     "recognizer": {"threads": a.threads}, "match": {"threshold": thr},
                     "tracker": {"min_embeddings": m}, "quality": q})
-                node = Node(cfg, Watchlist.from_blobs(wl.blobs))
+                node = build_node(cfg, Watchlist.from_blobs(wl.blobs))
                 first: dict[int, int] = {}
                 update = node.tracker.update
 

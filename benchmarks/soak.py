@@ -44,7 +44,7 @@ from edge.lab.bench import (  # noqa: E402
     shared_data_file,
     video_info,
 )
-from edge.node.pipeline import Node  # noqa: E402
+from edge.node.app import build_node  # noqa: E402
 from edge.watchlist.index import Watchlist  # noqa: E402
 
 SOAK_VIDEOS = ["walking_arcade_1080p.mp4", "intel_face_demographics_walking.gif",
@@ -142,7 +142,7 @@ def soak(videos: list[str], minutes: float, interval: float, out: Path) -> dict[
         consumer = f"hub child process on {hub.endpoint} via the durable outbox (SQLite) + ZeroMQ"
     except ImportError:
         sink = CountingSink()
-    node = Node(cfg, wl, sink=sink)
+    node = build_node(cfg, wl, sink=sink)
     total = int(minutes * 60 * fps) + 1
     src = PacedVideoSource(videos, node.ring, total, fps, cfg.source.max_width)
     samples: list[dict[str, Any]] = []

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from edge.config import load_config
-from edge.node.pipeline import Node
+from edge.node.app import build_node
+from edge.node.stats import NodeStats
 from edge.node.sources import open_source
 from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
 from tests.conftest import on_canvas, pad, shared_path, write_clip
@@ -68,7 +69,7 @@ def test_buffers_are_zero_after_every_frame(models_ready, sample_images, tmp_pat
     for i in range(3):
         cv2.imwrite(str(folder / f"{i}.jpg"), img)
     wl = make_watchlist({"X": np.eye(128, dtype=np.float32)[0]})
-    node = Node(cfg_for_tests(), wl)
+    node = build_node(cfg_for_tests(), wl)
     src = open_source(str(folder), node.ring)
     seen = []
 
@@ -90,7 +91,7 @@ def test_bad_frames_are_skipped_and_counted(models_ready, sample_images, tmp_pat
     (folder / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     (folder / "c.png").write_bytes(b"")
     cv2.imwrite(str(folder / "d.jpg"), img)
-    node = Node(cfg_for_tests(), make_watchlist({"X": np.eye(128, dtype=np.float32)[0]}))
+    node = build_node(cfg_for_tests(), make_watchlist({"X": np.eye(128, dtype=np.float32)[0]}))
     src = open_source(str(folder), node.ring)
     node.run(src)
     assert node.stats.frames == 2
@@ -105,7 +106,7 @@ def test_one_failing_frame_does_not_stop_the_node(models_ready, sample_images, t
     img = cv2.imread(str(sample_images / "t1.jpg"))
     for i in range(4):
         cv2.imwrite(str(folder / f"{i}.jpg"), img)
-    node = Node(cfg_for_tests(tracker={"enabled": False}),
+    node = build_node(cfg_for_tests(tracker={"enabled": False}),
                 make_watchlist({"X": np.eye(128, dtype=np.float32)[0]}))
     real = node.embedder.__call__
     calls = {"n": 0}
@@ -139,7 +140,7 @@ def test_bbt_subject_enrolled_from_one_photo_alerts_on_another(engine, tmp_path)
         frames += [on_canvas(face, at=(200 + 4 * i, 100)) for i in range(5)]
     clip = write_clip(tmp_path / "clip.mp4", frames)
     cfg = cfg_for_tests(match={"threshold": 0.40}, quality={"min_sharpness": 0.0})
-    node = Node(cfg, make_watchlist(enrol))
+    node = build_node(cfg, make_watchlist(enrol))
     alerts = []
     node.run(open_source(str(clip), node.ring), on_frame=lambda f, a: alerts.extend(a))
     assert [a.subject_id for a in alerts] == ["amy"]
@@ -169,7 +170,7 @@ def test_lfw_same_person_scores_above_different(engine):
 def test_intel_walking_gif_finds_both_people(models_ready):
     gif = shared_path("videos", "intel_face_demographics_walking.gif")
     cfg = cfg_for_tests(detector={"min_face_px": 10}, quality={"enabled": False})
-    node = Node(cfg, make_watchlist({"X": np.eye(128, dtype=np.float32)[0]}))
+    node = build_node(cfg, make_watchlist({"X": np.eye(128, dtype=np.float32)[0]}))
     counts = []
     src = open_source(str(gif), node.ring)
     for frame in src.frames():
@@ -241,7 +242,7 @@ def test_quality_gate_cannot_hide_a_whole_track(engine, sample_images, tmp_path,
     faces = engine.faces(img)
     clip = write_clip(tmp_path / "c.mp4", [img] * 25)
     cfg = cfg_for_tests(quality={"min_sharpness": 1e9}, tracker={"embed_gated_after": after})
-    node = Node(cfg, make_watchlist({"P": faces[1].embedding}))
+    node = build_node(cfg, make_watchlist({"P": faces[1].embedding}))
     alerts = []
     node.run(open_source(str(clip), node.ring), on_frame=lambda f, a: alerts.extend(a))
     gated = sum(node.stats.faces_gated.values())
@@ -257,7 +258,6 @@ def test_quality_gate_cannot_hide_a_whole_track(engine, sample_images, tmp_path,
 
 def test_latency_series_stay_bounded_on_a_long_run():
     """Found by the 30-minute soak: per-frame latency lists grew for ever without an audit log."""
-    from edge.node.pipeline import NodeStats
 
     st = NodeStats()
     for i in range(5 * NodeStats.KEEP + 5):

@@ -46,7 +46,7 @@ def run(source: str, watchlist_dir: str, key_file: str | None, passphrase_env: s
     from edge.audit import AuditLog
     from edge.link.outbox import AlertSender
     from edge.link.zeromq import CurveConfig
-    from edge.node.pipeline import Node
+    from edge.node.app import build_node
     from edge.node.sources import open_source
     from edge.watchlist.enrol import check_model
     from edge.watchlist.index import Watchlist
@@ -62,7 +62,7 @@ def run(source: str, watchlist_dir: str, key_file: str | None, passphrase_env: s
     check_model(wl, cfg)  # a list made with another recogniser would match nothing sensibly
 
     audit = AuditLog(Path(cfg.audit.path))
-    node = Node(cfg, wl, audit=audit)
+    node = build_node(cfg, wl, audit=audit)
     locked = node.bufs.lock_report
     if cfg.privacy.lock_memory and locked.failures:
         click.echo(f"[edge] face buffers NOT locked in RAM: {locked.failures[0]}", err=True)

@@ -606,13 +606,13 @@ def _alert_summary(subjects: list[str], job: ChildJob, events: int | None = None
 def run_node_child(job: ChildJob) -> dict[str, Any]:
     """The real node (``edge.node.pipeline.Node``) on the video: throughput or live-paced."""
     from edge.config import load_config
-    from edge.node.pipeline import Node
+    from edge.node.app import build_node
     from edge.watchlist.index import Watchlist
 
     cfg = load_config(job.config, overrides=job.overrides)
     wl = Watchlist.from_blobs(job.blobs)
     sink = _CountingSink()
-    node = Node(cfg, wl, sink=sink)
+    node = build_node(cfg, wl, sink=sink)
     info = video_info(job.video)
     src: FrameSource
     if job.mode == "live":

@@ -21,7 +21,7 @@ import numpy as np
 from edge.config import Config, load_config
 from edge.errors import EdgeError
 from edge.face.photos import FaceEngine
-from edge.node.pipeline import Node
+from edge.node.app import build_node
 from edge.node.sources import open_source
 from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
 
@@ -124,7 +124,7 @@ def run_demo(cfg: Config | None = None, workdir: Path | None = None, subject_ind
         clip = Path(tmp) / "demo.mp4"
         n = make_clip(clip, group, other)
         echo(f"[demo] rendered a {n}-frame clip: pan over the group photo, then another face")
-        node = Node(cfg, wl)
+        node = build_node(cfg, wl)
         src = open_source(str(clip), node.ring)
         t0 = time.perf_counter()
         alerts = []

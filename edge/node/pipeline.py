@@ -24,8 +24,7 @@ import numpy as np
 from edge.config import Config
 from edge.face import quality as q
 from edge.face.align import Aligner
-from edge.face.detect import make_detector
-from edge.face.embed import load_embedder
+from edge.face.registry import FaceModels
 from edge.link.schema import Alert, describe
 from edge.node.sources import Frame, FrameSource
 from edge.node.track import Track, Tracker
@@ -98,6 +97,7 @@ class Node:
         self,
         cfg: Config,
         watchlist: Watchlist,
+        models: FaceModels,
         sink: AlertSink | None = None,
         audit: AuditSink | None = None,
         clock: Callable[[], float] = time.time,
@@ -107,8 +107,9 @@ class Node:
         self.sink = sink
         self.audit = audit
         self.clock = clock
-        self.detector = make_detector(cfg.detector, cfg.models.dir)
-        self.embedder = load_embedder(cfg.recognizer, cfg.models.dir)
+        # models are injected (edge.node.app): several cameras' pipelines can share one pair
+        self.detector = models.detector
+        self.embedder = models.embedder
         if len(watchlist) and watchlist.dim != self.embedder.dim:
             raise ValueError(
                 f"watchlist embeddings have {watchlist.dim} dims but the recogniser gives "
