@@ -10,8 +10,8 @@ import pytest
 
 from edge.config import load_config
 from edge.node.app import build_node
-from edge.node.stats import NodeStats
 from edge.node.sources import open_source
+from edge.node.stats import NodeStats
 from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
 from tests.conftest import on_canvas, pad, shared_path, write_clip
 
