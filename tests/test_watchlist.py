@@ -127,7 +127,7 @@ def test_passphrase_lists_and_key_location(engine, photos, tmp_path):
     assert len(Watchlist.load(tmp_path / "wl", vault.VaultKey.from_passphrase(pw))) == 1
     with pytest.raises(WatchlistError, match="wrong key"):
         Watchlist.load(tmp_path / "wl", vault.VaultKey.from_passphrase("incorrect horse battery staple"))
-    from edge.commands.watchlist import check_key_location
+    from edge.commands.options import check_key_location
 
     with pytest.raises(WatchlistError, match="inside the watchlist folder"):
         check_key_location(tmp_path / "wl", tmp_path / "wl" / "sub" / "k.key")

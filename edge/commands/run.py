@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from edge.commands.watchlist import key_from_options, key_options
+from edge.commands.options import key_from_options, key_options
 from edge.config import load_config
 from edge.errors import EdgeError
 
