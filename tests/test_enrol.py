@@ -16,7 +16,7 @@ import pytest
 from conftest import shared_path
 
 from edge.errors import WatchlistError
-from edge.watchlist import enrol, vault
+from edge.watchlist import enrol, lifecycle, vault
 from edge.watchlist.enrol import EnrolmentError, EnrolPolicy, check_image
 from edge.watchlist.index import Watchlist, WatchlistMeta
 
@@ -179,19 +179,19 @@ def test_folder_scan_makes_safe_ids(tmp_path, people):
 
 def test_meta_validation():
     now = time.time()
-    m = enrol.make_meta("OP-1", "Insp. X", now - 60, now + 3600, 12, now=now)
+    m = lifecycle.make_meta("OP-1", "Insp. X", now - 60, now + 3600, 12, now=now)
     assert m.auto_destroy_hours == 12 and m.index_type == "auto"
     with pytest.raises(WatchlistError, match="0-24 hours"):
-        enrol.make_meta("OP-1", "Insp. X", now, now + 3600, 25, now=now)
+        lifecycle.make_meta("OP-1", "Insp. X", now, now + 3600, 25, now=now)
     with pytest.raises(WatchlistError, match="already ended"):
-        enrol.make_meta("OP-1", "Insp. X", now - 7200, now - 3600, now=now)
+        lifecycle.make_meta("OP-1", "Insp. X", now - 7200, now - 3600, now=now)
     with pytest.raises(WatchlistError, match="after its start"):
-        enrol.make_meta("OP-1", "Insp. X", now + 10, now, now=now)
+        lifecycle.make_meta("OP-1", "Insp. X", now + 10, now, now=now)
     with pytest.raises(WatchlistError, match="officer"):
-        enrol.make_meta("OP-1", " ", now, now + 10, now=now)
-    assert enrol.parse_time("2025-06-01T08:00:00Z", "x") == 1748764800.0
+        lifecycle.make_meta("OP-1", " ", now, now + 10, now=now)
+    assert lifecycle.parse_time("2025-06-01T08:00:00Z", "x") == 1748764800.0
     with pytest.raises(WatchlistError, match="ISO"):
-        enrol.parse_time("next tuesday", "--start")
+        lifecycle.parse_time("next tuesday", "--start")
 
 
 # ----------------------------------------------------------------------------- building
@@ -230,9 +230,9 @@ def cfg_meta():
 
     def make(**kw) -> WatchlistMeta:
         now = time.time()
-        m = enrol.make_meta(kw.get("dep", "OP-T"), "Insp. Test", kw.get("start", now - 60),
+        m = lifecycle.make_meta(kw.get("dep", "OP-T"), "Insp. Test", kw.get("start", now - 60),
                             kw.get("end", now + 3600), kw.get("hours", 24.0), now=now)
-        m.model, m.model_sha256 = enrol.model_identity(load_config())
+        m.model, m.model_sha256 = lifecycle.model_identity(load_config())
         return m
 
     return make
@@ -246,7 +246,7 @@ def test_round_trip_t1_faces_found_in_group_photo(engine, people, sample_images,
     wl.save(tmp_path / "wl", key)
     wl2 = Watchlist.load(tmp_path / "wl", vault.VaultKey.from_file(tmp_path / "keys" / "k.key"))
     wl2.check_window()
-    enrol.check_model(wl2, __import__("edge.config", fromlist=["x"]).load_config())
+    lifecycle.check_model(wl2, __import__("edge.config", fromlist=["x"]).load_config())
     t1 = cv2.imread(str(sample_images / "t1.jpg"))
     faces = sorted(engine.faces(t1), key=lambda f: float(f.bbox[0]))
     sims, ids = np.zeros((1, 1), np.float32), np.zeros((1, 1), np.int64)
@@ -316,32 +316,32 @@ def _tiny_list(engine, people, meta: WatchlistMeta) -> Watchlist:
 
 def test_destroy_if_due_honours_window_plus_hours(engine, people, tmp_path):
     now = time.time()
-    meta = enrol.make_meta("OP-AD", "Insp. X", now - 3600, now + 3600, auto_destroy_hours=2, now=now)
+    meta = lifecycle.make_meta("OP-AD", "Insp. X", now - 3600, now + 3600, auto_destroy_hours=2, now=now)
     wl = _tiny_list(engine, people, meta)
     key = vault.create_key_file(tmp_path / "k.key")
     wl.save(tmp_path / "wl", key)
     end = meta.window_end
-    assert not enrol.destroy_if_due(tmp_path / "wl", tmp_path / "k.key", now=end - 1)
-    assert not enrol.destroy_if_due(tmp_path / "wl", tmp_path / "k.key", now=end + 2 * 3600 - 1)
+    assert not lifecycle.destroy_if_due(tmp_path / "wl", tmp_path / "k.key", now=end - 1)
+    assert not lifecycle.destroy_if_due(tmp_path / "wl", tmp_path / "k.key", now=end + 2 * 3600 - 1)
     assert (tmp_path / "wl").exists() and (tmp_path / "k.key").exists()
-    assert enrol.destroy_if_due(tmp_path / "wl", tmp_path / "k.key", now=end + 2 * 3600)
+    assert lifecycle.destroy_if_due(tmp_path / "wl", tmp_path / "k.key", now=end + 2 * 3600)
     assert not (tmp_path / "wl").exists() and not (tmp_path / "k.key").exists()
-    assert not enrol.destroy_if_due(tmp_path / "wl", tmp_path / "k.key", now=end + 9e9)  # idempotent
+    assert not lifecycle.destroy_if_due(tmp_path / "wl", tmp_path / "k.key", now=end + 9e9)  # idempotent
 
 
 def test_destroy_never_later_than_24h_and_wrong_key_destroys_nothing(engine, people, tmp_path):
     now = time.time()
-    meta = enrol.make_meta("OP-AD", "Insp. X", now - 3600, now + 3600, now=now)
+    meta = lifecycle.make_meta("OP-AD", "Insp. X", now - 3600, now + 3600, now=now)
     meta.auto_destroy_hours = 1000.0  # not possible via create; the cap still holds
     wl = _tiny_list(engine, people, meta)
     key = vault.create_key_file(tmp_path / "k.key")
     other = vault.create_key_file(tmp_path / "other.key")
     wl.save(tmp_path / "wl", key)
     with pytest.raises(WatchlistError, match="wrong key"):
-        enrol.destroy_if_due(tmp_path / "wl", tmp_path / "other.key", now=meta.window_end + 25 * 3600)
+        lifecycle.destroy_if_due(tmp_path / "wl", tmp_path / "other.key", now=meta.window_end + 25 * 3600)
     assert (tmp_path / "wl").exists() and (tmp_path / "other.key").exists()
     assert other.kind == "keyfile"
-    assert enrol.destroy_if_due(tmp_path / "wl", tmp_path / "k.key", now=meta.window_end + 24 * 3600)
+    assert lifecycle.destroy_if_due(tmp_path / "wl", tmp_path / "k.key", now=meta.window_end + 24 * 3600)
     assert not (tmp_path / "wl").exists()
 
 
@@ -349,5 +349,5 @@ def test_dev_list_is_never_auto_destroyed(engine, people, tmp_path):
     wl = _tiny_list(engine, people, WatchlistMeta(deployment_id="dev", index_type="auto"))
     key = vault.create_key_file(tmp_path / "k.key")
     wl.save(tmp_path / "wl", key)
-    assert not enrol.destroy_if_due(tmp_path / "wl", tmp_path / "k.key", now=time.time() + 1e9)
+    assert not lifecycle.destroy_if_due(tmp_path / "wl", tmp_path / "k.key", now=time.time() + 1e9)
     assert (tmp_path / "wl" / "vault.json").exists()

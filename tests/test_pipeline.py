@@ -217,7 +217,7 @@ def test_bad_sources_fail_clearly(spec, msg):
 
 def test_probe_jpeg_blanks_bystanders_inside_the_crop():
     """A bystander's face next to the matched person must not travel with the alert."""
-    from edge.node.pipeline import probe_jpeg
+    from edge.node.decide import probe_jpeg
 
     img = np.zeros((200, 300, 3), np.uint8)
     img[50:110, 50:110] = 255  # matched face

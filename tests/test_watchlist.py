@@ -21,7 +21,7 @@ from conftest import EDGE
 
 from edge.audit import read_records, verify
 from edge.errors import WatchlistError
-from edge.watchlist import enrol, vault
+from edge.watchlist import enrol, lifecycle, vault
 from edge.watchlist.index import Watchlist, WatchlistMeta, build_index
 
 PASS_ENV = "EDGE_TEST_WL_PASSPHRASE"
@@ -136,7 +136,7 @@ def test_passphrase_lists_and_key_location(engine, photos, tmp_path):
 
 def test_window_is_enforced(engine, photos):
     now = time.time()
-    wl = small_list(engine, photos, enrol.make_meta("OP-W", "Insp. X", now + 3600, now + 7200, now=now))
+    wl = small_list(engine, photos, lifecycle.make_meta("OP-W", "Insp. X", now + 3600, now + 7200, now=now))
     with pytest.raises(WatchlistError, match="not valid yet"):
         wl.check_window(now)
     wl.check_window(now + 3600)

@@ -15,7 +15,7 @@ import click
 
 from edge.commands.options import check_key_location, key_from_options, key_options, passphrase_prompted
 from edge.errors import WatchlistError
-from edge.watchlist import vault
+from edge.watchlist import lifecycle, vault
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -125,7 +125,7 @@ def policy_options(f: F) -> F:
 
 
 def _status(meta, now: float) -> str:
-    from edge.watchlist.enrol import destroy_deadline, fmt_time
+    from edge.watchlist.lifecycle import destroy_deadline, fmt_time
 
     if not meta.window_end:
         return "DEVELOPMENT LIST (no deployment window; the node accepts it only for development)"
@@ -208,8 +208,8 @@ def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: st
     from edge.watchlist import enrol
 
     policy = _policy(min_face_px, min_sharpness, max_yaw, max_pitch)
-    meta = enrol.make_meta(deployment_id, officer, enrol.parse_time(start, "--start"),
-                           enrol.parse_time(end, "--end"), auto_destroy_hours)
+    meta = lifecycle.make_meta(deployment_id, officer, lifecycle.parse_time(start, "--start"),
+                           lifecycle.parse_time(end, "--end"), auto_destroy_hours)
     _refuse_existing(out, replace)
     key = _early_key(out, key_file, passphrase_env)
     try:
@@ -219,7 +219,7 @@ def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: st
             click.echo(f"  {p}", err=True)
         raise
     cfg, engine = _engine(config)
-    meta.model, meta.model_sha256 = enrol.model_identity(cfg)
+    meta.model, meta.model_sha256 = lifecycle.model_identity(cfg)
     click.echo(f"checking {len(rows)} image(s) of {len(subjects)} subject(s)", err=True)
     result, key = _enrol_and_save(engine, subjects, rows, policy, meta, allow_rejects, out, key, key_file,
                                   passphrase_env)
@@ -228,7 +228,8 @@ def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: st
     s = wl.stats()
     _audit(audit_path, "watchlist.create", {
         "deployment_id": meta.deployment_id, "authorising_officer": meta.authorising_officer,
-        "window_start": enrol.fmt_time(meta.window_start), "window_end": enrol.fmt_time(meta.window_end),
+        "window_start": lifecycle.fmt_time(meta.window_start),
+        "window_end": lifecycle.fmt_time(meta.window_end),
         "auto_destroy_hours": meta.auto_destroy_hours, "subjects": s["subjects"], "entries": s["entries"],
         "rejected_images": len(result.rejected), "subjects_left_out": len(result.not_enrolled),
         "model": meta.model, "model_sha256": meta.model_sha256, "index_type": s["index_type"],
@@ -237,8 +238,9 @@ def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: st
     click.echo(f"watchlist written to {out}: {s['subjects']} subject(s), {s['entries']} reference image(s), "
                f"index {s['index_type']}")
     click.echo(f"deployment {meta.deployment_id}, authorised by {meta.authorising_officer}; window "
-               f"{enrol.fmt_time(meta.window_start)} to {enrol.fmt_time(meta.window_end)}; destroyed by "
-               f"{enrol.fmt_time(enrol.destroy_deadline(wl.public_meta()))}")
+               f"{lifecycle.fmt_time(meta.window_start)} to {lifecycle.fmt_time(meta.window_end)}; "
+               f"destroyed by "
+               f"{lifecycle.fmt_time(lifecycle.destroy_deadline(wl.public_meta()))}")
 
 
 @watchlist.command("build")
@@ -280,7 +282,7 @@ def build_cmd(images_dir: Path, out: Path, deployment_id: str, replace: bool, au
         raise
     cfg, engine = _engine(config)
     meta = enrol.WatchlistMeta(deployment_id=deployment_id, index_type="auto")
-    meta.model, meta.model_sha256 = enrol.model_identity(cfg)
+    meta.model, meta.model_sha256 = lifecycle.model_identity(cfg)
     click.echo(f"building from {len(rows)} image(s) of {len(subjects)} subject(s)", err=True)
     result, key = _enrol_and_save(engine, subjects, rows, policy, meta, True, out, key, key_file,
                                   passphrase_env)
@@ -308,7 +310,6 @@ def show_cmd(directory: Path, as_json: bool, key_file: Path | None, passphrase_e
     An expired list is still shown (marked EXPIRED) so it can be reviewed until it is
     destroyed; the node itself refuses it.
     """
-    from edge.watchlist import enrol
     from edge.watchlist.index import Watchlist
 
     key = key_from_options(directory, key_file, passphrase_env)
@@ -323,7 +324,7 @@ def show_cmd(directory: Path, as_json: bool, key_file: Path | None, passphrase_e
         click.echo(json.dumps({
             "path": str(directory), "status": status.split(" (")[0],
             "meta": {k: getattr(m, k) for k in m.__dataclass_fields__},
-            "destroy_deadline": enrol.destroy_deadline(wl.public_meta()),
+            "destroy_deadline": lifecycle.destroy_deadline(wl.public_meta()),
             "subjects": [dict(vars(s), images=counts.get(s.subject_id, 0)) for s in wl.subjects.values()],
             "entries": len(wl), "reference_images": len(wl.references),
         }, indent=1))
@@ -332,10 +333,10 @@ def show_cmd(directory: Path, as_json: bool, key_file: Path | None, passphrase_e
     click.echo(f"deployment  {m.deployment_id}" + (f"   authorised by {m.authorising_officer}"
                                                   if m.authorising_officer else ""))
     if m.window_end:
-        click.echo(f"window      {enrol.fmt_time(m.window_start)} to {enrol.fmt_time(m.window_end)}; "
+        click.echo(f"window      {lifecycle.fmt_time(m.window_start)} to {lifecycle.fmt_time(m.window_end)}; "
                    f"auto-destroy {m.auto_destroy_hours:g} h after")
     click.echo(f"status      {status}")
-    click.echo(f"created     {enrol.fmt_time(m.created_at)}")
+    click.echo(f"created     {lifecycle.fmt_time(m.created_at)}")
     sha = f" (sha256 {m.model_sha256[:16]}...)" if m.model_sha256 else ""
     click.echo(f"model       {m.model or '?'}{sha}")
     click.echo(f"entries     {len(wl)} reference image(s), {len(wl.subjects)} subject(s), "
@@ -453,7 +454,6 @@ def destroy_expired_cmd(directory: Path, audit_path: Path | None, key_file: Path
 
     For a cron job or systemd timer; exits 0 whether or not there was anything to do.
     """
-    from edge.watchlist import enrol
 
     if not (directory / vault.HEADER_FILE).is_file():
         click.echo(f"no watchlist at {directory}; nothing to do")
@@ -465,7 +465,7 @@ def destroy_expired_cmd(directory: Path, audit_path: Path | None, key_file: Path
         check_key_location(directory, key_file)
     info = vault.read_meta(directory)
     files = sum(1 for p in directory.rglob("*") if p.is_file())
-    if enrol.destroy_if_due(directory, key_file, time.time(), key=key):
+    if lifecycle.destroy_if_due(directory, key_file, time.time(), key=key):
         dep = info["meta"].get("deployment_id", "?")
         _audit(audit_path, "watchlist.destroy", {"deployment_id": dep, "vault_id": info["vault_id"],
                                                  "reason": "auto", "files": files,
@@ -474,8 +474,8 @@ def destroy_expired_cmd(directory: Path, audit_path: Path | None, key_file: Path
         click.echo(f"destroyed watchlist {directory} (deployment {dep}): past its destroy deadline"
                    + (f"; key file {key_file} destroyed" if key_file else ""))
         return
-    deadline = enrol.destroy_deadline(info["meta"])
+    deadline = lifecycle.destroy_deadline(info["meta"])
     if deadline is None:
         click.echo(f"{directory} is a development list without a window; not destroyed")
     else:
-        click.echo(f"{directory} is not due yet: destroy deadline {enrol.fmt_time(deadline)}")
+        click.echo(f"{directory} is not due yet: destroy deadline {lifecycle.fmt_time(deadline)}")

@@ -15,32 +15,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
-
-import cv2
-import numpy as np
 
 from edge.config import Config
 from edge.face import quality as q
 from edge.face.align import Aligner
 from edge.face.registry import FaceModels
-from edge.link.schema import Alert, describe
+from edge.link.schema import Alert
+from edge.node.decide import AlertBuilder
+from edge.node.sinks import AlertSink, AuditSink
 from edge.node.sources import Frame, FrameSource
-from edge.node.stats import NodeStats
+from edge.node.stats import Ledger, NodeStats
 from edge.node.track import Track, Tracker
 from edge.privacy import FaceBuffers, FrameRing
 from edge.watchlist.index import Watchlist
 
 log = logging.getLogger(__name__)
-
-class AlertSink(Protocol):
-    """Where alerts go: the durable outbox sender, or a list in tests."""
-
-    def send(self, alert: Alert, jpeg: bytes, reference_jpeg: bytes | None = None) -> None: ...
-
-
-class AuditSink(Protocol):
-    def append(self, kind: str, data: dict) -> dict: ...
 
 
 class Node:
@@ -51,13 +40,13 @@ class Node:
         cfg: Config,
         watchlist: Watchlist,
         models: FaceModels,
-        sink: AlertSink | None = None,
+        sinks: list[AlertSink] | None = None,
         audit: AuditSink | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
         self.watchlist = watchlist
-        self.sink = sink
+        self.sinks: list[AlertSink] = list(sinks or [])
         self.audit = audit
         self.clock = clock
         # models are injected (edge.node.app): several cameras' pipelines can share one pair
@@ -79,9 +68,8 @@ class Node:
                               lock=cfg.privacy.lock_memory)
         self.stats = NodeStats()
         self.threshold = cfg.match.threshold
-        self._last_alert: dict[str, float] = {}  # subject -> time of last alert (cool-down)
-        self._ledger_prev = self.stats.snapshot()
-        self._ledger_at = time.monotonic()
+        self.alert_builder = AlertBuilder(cfg, watchlist, self.threshold)
+        self.ledger = Ledger(audit, self.stats, cfg.audit.ledger_interval_s, self.bufs.zeroize_enabled)
         self._stop = threading.Event()
         self.stopped_reason = ""
 
@@ -143,11 +131,15 @@ class Node:
                 t.add_score(subject_id, entry_idx, float(b.sims[j, 0]))
                 fused = t.fused(subject_id, self.cfg.tracker.min_embeddings)
                 if fused >= self.threshold and not t.alerted:
-                    alert = self._alert(frame, i, j, t.track_id, subject_id,
-                                        t.best_entry[subject_id], fused, decided_at)
                     t.alerted = True
-                    if alert is not None:
-                        alerts.append(alert)
+                    if self.alert_builder.cooling(subject_id, decided_at):
+                        self.stats.alerts_suppressed += 1
+                        continue
+                    alert, jpeg, ref = self.alert_builder.build(
+                        frame, b.boxes[i], b.boxes[:b.n], t.track_id, subject_id,
+                        t.best_entry[subject_id], fused, decided_at)
+                    self._emit(frame, alert, jpeg, ref)
+                    alerts.append(alert)
             st["alert"] += time.perf_counter() - t5
             self.stats.faces_discarded += n - len(alerts)
             self.stats.frames += 1
@@ -186,48 +178,18 @@ class Node:
             keep.append(i)
         return keep
 
-    def _alert(self, frame: Frame, i: int, j: int, track_id: int, subject_id: str,
-               entry_idx: int, score: float, decided_at: float) -> Alert | None:
-        """A likely match: build the alert (probe crop as JPEG) unless in the cool-down."""
-        last = self._last_alert.get(subject_id)
-        if last is not None and decided_at - last < self.cfg.alerts.cooldown_s:
-            self.stats.alerts_suppressed += 1
-            return None
-        self._last_alert[subject_id] = decided_at
-        match = self.watchlist.match_of(entry_idx, score)
-        box = [int(round(float(v))) for v in self.bufs.boxes[i]]
-        alert = Alert(
-            node_id=self.cfg.node.node_id,
-            camera=self.cfg.node.camera,
-            deployment_id=self.watchlist.meta.deployment_id,
-            track_id=track_id,
-            subject_id=subject_id,
-            display_name=match.subject.display_name,
-            category=match.subject.category,
-            score=round(score, 4),
-            threshold=self.threshold,
-            captured_at=frame.captured_at,
-            decided_at=decided_at,
-            frame_index=frame.index,
-            bbox=box,
-            reference_image_id=match.entry.entry_id,
-        )
-        jpeg = probe_jpeg(frame.image, box, self.cfg.alerts.jpeg_quality,
-                          others=self.bufs.boxes[: self.bufs.n])
-        ref = self.watchlist.references.get(match.entry.entry_id)
+    def _emit(self, frame: Frame, alert: Alert, jpeg: bytes, ref: bytes | None) -> None:
+        """A new alert: count it, hand it to every sink, record it in the audit log."""
         self.stats.alerts += 1
         self.stats.record(self.stats.capture_to_alert_s, self.clock() - frame.captured_at)
-        if self.cfg.alerts.console:
-            print(describe(alert), flush=True)
-        if self.sink is not None:
-            self.sink.send(alert, jpeg, ref)
+        for sink in self.sinks:
+            sink.send(alert, jpeg, ref)
         if self.audit is not None:
             self.audit.append("alert", {
-                "alert_id": alert.alert_id, "subject_id": subject_id, "track_id": track_id,
-                "score": alert.score, "threshold": self.threshold, "frame_index": frame.index,
-                "camera": alert.camera,
+                "alert_id": alert.alert_id, "subject_id": alert.subject_id,
+                "track_id": alert.track_id, "score": alert.score, "threshold": self.threshold,
+                "frame_index": frame.index, "camera": alert.camera,
             })
-        return alert
 
     # ------------------------------------------------------------------ the loop
     def run(self, source: FrameSource, max_frames: int = 0,
@@ -257,7 +219,7 @@ class Node:
                     alerts = []
                 if on_frame is not None:
                     on_frame(frame, alerts)
-                self._maybe_ledger()
+                self.ledger.maybe_append()
                 if self._stop.is_set() or (max_frames and self.stats.frames >= max_frames):
                     self.stopped_reason = self.stopped_reason or "stopped"
                     break
@@ -267,67 +229,8 @@ class Node:
             source.close()
             self.ring.zeroize_all()
             self.bufs.zeroize()
-            self._maybe_ledger(force=True)
+            self.ledger.maybe_append(force=True)
         return self.stats
 
     def stop(self) -> None:
         self._stop.set()
-
-    def _maybe_ledger(self, force: bool = False) -> None:
-        """Append the deletion ledger for the last interval: counts and zeroize latency only."""
-        if self.audit is None:
-            return
-        if not force and time.monotonic() - self._ledger_at < self.cfg.audit.ledger_interval_s:
-            return
-        snap = self.stats.snapshot()
-        prev = self._ledger_prev
-        delta = {k: snap[k] - prev[k] for k in
-                 ("frames", "faces_seen", "faces_embedded", "faces_discarded", "alerts")}
-        window = np.array(self.stats.zeroize_latency_s[-NodeStats.KEEP:] or [0.0])
-        self.audit.append("ledger", {
-            "interval_s": round(time.monotonic() - self._ledger_at, 3),
-            **delta,
-            "zeroize_p50_ms": round(float(np.percentile(window, 50)) * 1e3, 3),
-            "zeroize_p99_ms": round(float(np.percentile(window, 99)) * 1e3, 3),
-            "zeroize_enabled": self.bufs.zeroize_enabled,
-        })
-        self._ledger_prev = snap
-        self._ledger_at = time.monotonic()
-
-
-def probe_jpeg(image: np.ndarray, box: list[int], quality: int = 90, margin: float = 0.25,
-               max_side: int = 320, others: np.ndarray | None = None) -> bytes:
-    """The matched face with a little context, for the officer's side-by-side comparison.
-
-    Any other detected face that falls inside the crop is blanked first: a bystander next
-    to a matched person must not travel with the alert.
-    """
-    h, w = image.shape[:2]
-    x, y, bw, bh = box
-    mx, my = int(bw * margin), int(bh * margin)
-    x0, y0 = max(0, x - mx), max(0, y - my)
-    x1, y1 = min(w, x + bw + mx), min(h, y + bh + my)
-    crop = image[y0:y1, x0:x1].copy()
-    try:
-        for ob in others if others is not None else []:
-            ox, oy, ow, oh = (int(round(float(v))) for v in ob)
-            if [ox, oy, ow, oh] == [x, y, bw, bh]:
-                continue
-            # the other face's box, grown a little, in crop coordinates
-            gx, gy = int(ow * 0.15), int(oh * 0.15)
-            ax0, ay0 = max(0, ox - gx - x0), max(0, oy - gy - y0)
-            ax1, ay1 = min(x1 - x0, ox + ow + gx - x0), min(y1 - y0, oy + oh + gy - y0)
-            if ax1 > ax0 and ay1 > ay0:
-                crop[ay0:ay1, ax0:ax1] = 127
-        scale = min(1.0, max_side / max(crop.shape[:2]))
-        out = crop
-        if scale < 1.0:
-            out = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if out is not crop:
-            out.fill(0)
-    finally:
-        crop.fill(0)
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return buf.tobytes()

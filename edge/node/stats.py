@@ -6,9 +6,13 @@ deletion ledger in the audit log, the heartbeat counts, Prometheus and the bench
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from edge.node.sinks import AuditSink
 
 STAGES = ("detect", "track", "align", "embed", "search", "alert", "zeroize")
 
@@ -38,7 +42,7 @@ class NodeStats:
         if len(series) > 2 * self.KEEP:
             del series[: -self.KEEP]
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         lat = np.array(self.zeroize_latency_s or [0.0])
         return {
             "frames": self.frames,
@@ -54,3 +58,40 @@ class NodeStats:
             "zeroize_p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 3),
             "zeroize_max_ms": round(float(lat.max()) * 1e3, 3),
         }
+
+
+class Ledger:
+    """The deletion ledger: every ``interval_s`` one audit record of what was seen and discarded.
+
+    Counts for the interval and the decision-to-zeroed latency only, so an auditor can check
+    that faces were deleted without the log ever holding anything about them.
+    """
+
+    COUNTS = ("frames", "faces_seen", "faces_embedded", "faces_discarded", "alerts")
+
+    def __init__(self, audit: AuditSink | None, stats: NodeStats, interval_s: float,
+                 zeroize_enabled: bool) -> None:
+        self.audit = audit
+        self.stats = stats
+        self.interval_s = interval_s
+        self.zeroize_enabled = zeroize_enabled
+        self._prev = stats.snapshot()
+        self._at = time.monotonic()
+
+    def maybe_append(self, force: bool = False) -> None:
+        if self.audit is None:
+            return
+        if not force and time.monotonic() - self._at < self.interval_s:
+            return
+        snap = self.stats.snapshot()
+        delta = {k: snap[k] - self._prev[k] for k in self.COUNTS}
+        window = np.array(self.stats.zeroize_latency_s[-NodeStats.KEEP:] or [0.0])
+        self.audit.append("ledger", {
+            "interval_s": round(time.monotonic() - self._at, 3),
+            **delta,
+            "zeroize_p50_ms": round(float(np.percentile(window, 50)) * 1e3, 3),
+            "zeroize_p99_ms": round(float(np.percentile(window, 99)) * 1e3, 3),
+            "zeroize_enabled": self.zeroize_enabled,
+        })
+        self._prev = snap
+        self._at = time.monotonic()

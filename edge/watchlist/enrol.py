@@ -21,23 +21,20 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from edge.config import Config
 from edge.errors import WatchlistError
 from edge.face.quality import pose_from_landmarks
-from edge.watchlist import vault
 from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
 
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("subject_id", "display_name", "category", "image", "image_source", "date_added")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-MAX_AUTO_DESTROY_HOURS = 24.0
 MAX_IMAGE_BYTES = 50 << 20
 MAX_IMAGE_SIDE = 10_000
 PAD_RETRY = 0.25  # black border tried when a tight face crop yields no detection
@@ -394,67 +391,6 @@ def scan_folder(images_dir: Path,
     return subjects, rows
 
 
-def parse_time(text: str, what: str) -> float:
-    """ISO 8601 date/time to unix time; without a zone it is the machine's local time."""
-    try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise WatchlistError(
-            f"{what} {text!r} is not an ISO date/time (e.g. 2025-06-01T08:00+01:00)") from None
-    if dt.tzinfo is None:
-        dt = dt.astimezone()  # local time
-    return dt.timestamp()
-
-
-def fmt_time(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
-
-
-def model_identity(cfg: Config) -> tuple[str, str]:
-    """(recogniser name, sha256) that embeddings in a watchlist were made with."""
-    from edge.face import model_files as models
-
-    sha = cfg.recognizer.sha256
-    if not sha:
-        specs = models.load_manifest()
-        spec = specs.get(cfg.recognizer.model)
-        if spec is None:
-            raise WatchlistError(f"recogniser {cfg.recognizer.model} is not in the model manifest "
-                                 "and has no sha256 in the config")
-        sha = spec.sha256
-    return cfg.recognizer.model, sha
-
-
-def check_model(wl: Watchlist, cfg: Config) -> None:
-    """Refuse a watchlist made with another recogniser: its embeddings would be meaningless."""
-    name, sha = model_identity(cfg)
-    if wl.meta.model_sha256 and wl.meta.model_sha256 != sha:
-        raise WatchlistError(
-            f"watchlist {wl.meta.deployment_id} was made with recogniser {wl.meta.model} "
-            f"(sha256 {wl.meta.model_sha256[:12]}...), this node runs {name} ({sha[:12]}...)")
-
-
-def make_meta(deployment_id: str, officer: str, start: float, end: float,
-              auto_destroy_hours: float = MAX_AUTO_DESTROY_HOURS, now: float | None = None) -> WatchlistMeta:
-    """Validated deployment metadata for a production list."""
-    now = time.time() if now is None else now
-    if not deployment_id.strip() or len(deployment_id) > 128:
-        raise WatchlistError("deployment id must be 1-128 characters")
-    if not officer.strip() or len(officer) > 200:
-        raise WatchlistError("authorising officer must be named (1-200 characters)")
-    if end <= start:
-        raise WatchlistError("deployment window end must be after its start")
-    if end <= now:
-        raise WatchlistError(f"deployment window already ended ({fmt_time(end)})")
-    if not 0 <= auto_destroy_hours <= MAX_AUTO_DESTROY_HOURS:
-        raise WatchlistError(
-            f"auto-destroy must be 0-{MAX_AUTO_DESTROY_HOURS:.0f} hours after the window "
-            f"(got {auto_destroy_hours:g})")
-    return WatchlistMeta(deployment_id=deployment_id.strip(), authorising_officer=officer.strip(),
-                         window_start=float(start), window_end=float(end), created_at=now,
-                         index_type="auto", auto_destroy_hours=float(auto_destroy_hours))
-
-
 # ----------------------------------------------------------------------------- building
 
 
@@ -541,44 +477,3 @@ def _provenance(subjects: dict[str, Subject],
     return out
 
 
-# ----------------------------------------------------------------------------- destruction
-
-
-def destroy_deadline(meta: dict) -> float | None:
-    """When a list must be gone: window end + auto-destroy hours (capped at 24); None = dev list."""
-    try:
-        end = float(meta.get("window_end") or 0.0)
-        hours = float(meta.get("auto_destroy_hours", MAX_AUTO_DESTROY_HOURS))
-    except (TypeError, ValueError):
-        raise WatchlistError("watchlist header has a malformed window") from None
-    if end <= 0:
-        return None
-    hours = min(max(hours, 0.0), MAX_AUTO_DESTROY_HOURS)
-    return end + hours * 3600.0
-
-
-def destroy_if_due(directory: str | Path, key_file: str | Path | None, now: float | None = None,
-                   key: vault.VaultKey | None = None) -> bool:
-    """Crypto-shred the list (and its key file) once ``now`` >= its destroy deadline.
-
-    With a key (from ``key_file`` or ``key``) the deadline is read from the authenticated
-    header, so a tampered header cannot postpone destruction; a wrong key raises and
-    destroys nothing. Without one (passphrase lists, or the key file already shredded by an
-    interrupted destroy) the public header is used. Returns True when it destroyed.
-    """
-    d = Path(directory)
-    if not (d / vault.HEADER_FILE).is_file():
-        return False
-    now = time.time() if now is None else now
-    kf = Path(key_file) if key_file is not None else None
-    if kf is not None and not kf.exists():
-        kf = None  # an earlier destroy shredded the key and was interrupted: finish it
-    elif kf is not None and key is None:
-        key = vault.VaultKey.from_file(kf)
-    info = vault.read_meta(d, key)
-    deadline = destroy_deadline(info["meta"])
-    if deadline is None or now < deadline:
-        return False
-    vault.destroy_vault(d, kf)
-    log.info("watchlist %s destroyed: past its deadline %s", d, fmt_time(deadline))
-    return True
