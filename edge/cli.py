@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
 import click
 
+from edge.commands.audit import audit
+from edge.commands.demo import demo
+from edge.commands.keys import keys
+from edge.commands.models import models
+from edge.commands.run import run
+from edge.commands.watchlist import watchlist
 from edge.errors import EdgeError
 
 
@@ -23,37 +30,40 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _register() -> None:
-    # --- sub-command registration: one import + add_command per line ---
-    from edge.commands import audit as _audit
-    from edge.commands import models as _models
+for _command in (models, audit, demo, run, keys, watchlist):
+    cli.add_command(_command)
 
-    cli.add_command(_models.models)
-    cli.add_command(_audit.audit)
-    from edge.commands import demo as _demo
-
-    cli.add_command(_demo.demo)
-    from edge.commands import run as _run
-
-    cli.add_command(_run.run)
-    from edge.commands import hub as _hub
-    from edge.commands import keys as _keys
-
-    cli.add_command(_hub.hub)
-    cli.add_command(_keys.keys)
-    from edge.commands import bench as _bench
-
-    cli.add_command(_bench.bench)
-    from edge.commands import watchlist as _watchlist
-
-    cli.add_command(_watchlist.watchlist)
-    from edge.commands import eval as _eval
-
-    cli.add_command(_eval.eval_cmd)
-    # --- end registration ---
+# Commands whose dependencies are optional extras of the package: without the extra the
+# command still shows in --help and says in one line what to install.
+OPTIONAL = (
+    ("edge.commands.hub", "hub", "hub", "the alert hub and its web app for officers' tablets"),
+    ("edge.commands.bench", "bench", "lab", "speed benchmarks"),
+    ("edge.commands.eval", "eval_cmd", "lab", "accuracy and fairness evaluation"),
+)
 
 
-_register()
+def _missing_extra(name: str, extra: str, what: str, missing: str) -> click.Command:
+    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+                   help=f"{what.capitalize()} (needs the [{extra}] extra).", add_help_option=False)
+    def _cmd() -> None:
+        raise EdgeError(f"`edge {name}` needs the [{extra}] extra ({missing} is not installed): "
+                        f"pip install 'edge-face-node[{extra}]'")
+    return _cmd
+
+
+def _register_optional() -> None:
+    for module, attr, extra, what in OPTIONAL:
+        name = module.rsplit(".", 1)[1]
+        try:
+            command = getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] == "edge":
+                raise  # our own module missing is a bug, not a missing extra
+            command = _missing_extra(name, extra, what, exc.name or "a dependency")
+        cli.add_command(command)
+
+
+_register_optional()
 
 
 def main() -> None:
