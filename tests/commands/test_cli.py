@@ -22,6 +22,7 @@ def edge(*args: str, cwd=None, env=None, timeout: float = 180) -> subprocess.Com
                           env=env, timeout=timeout)
 
 
+@pytest.mark.unit
 def test_help_lists_every_command():
     r = edge("--help")
     assert r.returncode == 0
@@ -30,6 +31,7 @@ def test_help_lists_every_command():
 
 
 @pytest.mark.parametrize("name", SUBCOMMANDS)
+@pytest.mark.unit
 def test_each_subcommand_explains_itself(name):
     r = edge(name, "--help")
     assert r.returncode == 0, r.stderr

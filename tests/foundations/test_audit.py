@@ -15,6 +15,8 @@ import pytest
 from edge.audit import GENESIS, AuditLog, canonical_json, verify
 from edge.errors import EdgeError
 
+pytestmark = pytest.mark.unit
+
 EDGE = [sys.executable, "-m", "edge.cli"]
 
 

@@ -6,6 +6,8 @@ from edge.config import DEFAULT_CONFIG, load_config
 from edge.errors import ConfigError
 from tests.conftest import EDGE, REPO
 
+pytestmark = pytest.mark.unit
+
 
 def test_default_config_copy_is_identical():
     assert (REPO / "config" / "default.toml").read_bytes() == DEFAULT_CONFIG.read_bytes()

@@ -22,6 +22,8 @@ from edge.hardening import (
     secure_tmpdir,
 )
 
+pytestmark = pytest.mark.unit
+
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
 

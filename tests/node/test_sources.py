@@ -7,10 +7,13 @@ import http.server
 import threading
 
 import cv2
+import pytest
 
 from edge.node.sources import CaptureSource, describe
 from edge.privacy import FrameRing
 from tests.conftest import write_clip
+
+pytestmark = pytest.mark.unit
 
 
 def test_describe_kinds(tmp_path):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edge.config import TrackerSection
 from edge.node.track import Tracker
+
+pytestmark = pytest.mark.unit
 
 
 def _track(tr: Tracker, width: float, frame: int = 0):

@@ -21,6 +21,8 @@ from edge.watchlist.vault import (
     write_vault,
 )
 
+pytestmark = pytest.mark.unit
+
 BLOBS = {
     "index": os.urandom(5000),
     "metadata": json.dumps({"subjects": ["S001"]}).encode(),
