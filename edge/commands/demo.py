@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edge.config import load_config
+from edge.node.demo import run_demo
 
 
 @click.command()
@@ -17,7 +18,6 @@ def demo(config_path: str | None) -> None:
     Models must be installed first (`edge models install`).
     """
     cfg = load_config(config_path, overrides={"alerts": {"console": True}})
-    from edge.node.demo import run_demo  # heavy imports (OpenCV, ONNX Runtime) only when used
 
     res = run_demo(cfg, echo=click.echo)
     click.echo(f"[demo] {res.frames} frames at {res.fps:.1f} fps; {res.faces_seen} face detections "

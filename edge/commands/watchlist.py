@@ -13,9 +13,14 @@ from typing import Any, TypeVar
 
 import click
 
+from edge.audit import AuditLog
 from edge.commands.options import check_key_location, key_from_options, key_options, passphrase_prompted
+from edge.config import load_config
 from edge.errors import WatchlistError
-from edge.watchlist import lifecycle, vault
+from edge.face.photos import FaceEngine
+from edge.watchlist import enrol, lifecycle, vault
+from edge.watchlist.enrol import EnrolPolicy
+from edge.watchlist.index import Watchlist
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,16 +31,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _audit(path: Path | None, kind: str, data: dict) -> None:
     if path is None:
         return
-    from edge.audit import AuditLog
-
     with AuditLog(path) as log:
         log.append(kind, data)
 
 
 def _engine(config: Path | None):
-    from edge.config import load_config
-    from edge.face.photos import FaceEngine
-
     cfg = load_config(config)
     return cfg, FaceEngine(cfg)
 
@@ -54,8 +54,6 @@ def _enrol_and_save(engine, subjects, rows, policy, meta, allow_rejects: bool, o
                     passphrase_env):
     """Check and enrol every image, report the checks, encrypt the list to ``out``;
     returns the enrolment result and the key used."""
-    from edge.watchlist import enrol
-
     try:
         result = enrol.enrol(engine, subjects, rows, policy, meta, allow_rejects=allow_rejects)
     except enrol.EnrolmentError as exc:
@@ -101,8 +99,6 @@ def _save(wl, out: Path, key: vault.VaultKey | None, key_file: Path | None,
 
 
 def _policy(min_face_px: float, min_sharpness: float, max_yaw: float, max_pitch: float):
-    from edge.watchlist.enrol import EnrolPolicy
-
     p = EnrolPolicy(min_face_px, min_sharpness, max_yaw, max_pitch)
     p.validate()
     return p
@@ -125,20 +121,18 @@ def policy_options(f: F) -> F:
 
 
 def _status(meta, now: float) -> str:
-    from edge.watchlist.lifecycle import destroy_deadline, fmt_time
-
     if not meta.window_end:
         return "DEVELOPMENT LIST (no deployment window; the node accepts it only for development)"
     if now < meta.window_start:
-        return f"NOT YET VALID (window opens {fmt_time(meta.window_start)})"
+        return f"NOT YET VALID (window opens {lifecycle.fmt_time(meta.window_start)})"
     if now < meta.window_end:
         return "ACTIVE"
-    deadline = destroy_deadline({"window_end": meta.window_end,
-                                 "auto_destroy_hours": meta.auto_destroy_hours})
+    deadline = lifecycle.destroy_deadline({"window_end": meta.window_end,
+                                           "auto_destroy_hours": meta.auto_destroy_hours})
     if deadline is not None and now >= deadline:
-        return (f"EXPIRED and DUE FOR DESTRUCTION since {fmt_time(deadline)} "
+        return (f"EXPIRED and DUE FOR DESTRUCTION since {lifecycle.fmt_time(deadline)} "
                 "(run `edge watchlist destroy-expired`)")
-    return f"EXPIRED (the node refuses it; destroyed at the latest {fmt_time(deadline)})"
+    return f"EXPIRED (the node refuses it; destroyed at the latest {lifecycle.fmt_time(deadline)})"
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -205,8 +199,6 @@ def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: st
         --start 2025-06-01T08:00 --end 2025-06-01T20:00 \\
         -o /var/lib/edge/watchlist --key-file /etc/edge/keys/op-2025-014.key
     """
-    from edge.watchlist import enrol
-
     policy = _policy(min_face_px, min_sharpness, max_yaw, max_pitch)
     meta = lifecycle.make_meta(deployment_id, officer, lifecycle.parse_time(start, "--start"),
                            lifecycle.parse_time(end, "--end"), auto_destroy_hours)
@@ -269,8 +261,6 @@ def build_cmd(images_dir: Path, out: Path, deployment_id: str, replace: bool, au
     Example:
       edge watchlist build photos/ -o wl/ --key-file ~/.config/edge/dev.key
     """
-    from edge.watchlist import enrol
-
     policy = _policy(min_face_px, min_sharpness, max_yaw, max_pitch)
     _refuse_existing(out, replace)
     key = _early_key(out, key_file, passphrase_env)
@@ -310,8 +300,6 @@ def show_cmd(directory: Path, as_json: bool, key_file: Path | None, passphrase_e
     An expired list is still shown (marked EXPIRED) so it can be reviewed until it is
     destroyed; the node itself refuses it.
     """
-    from edge.watchlist.index import Watchlist
-
     key = key_from_options(directory, key_file, passphrase_env)
     wl = Watchlist.load(directory, key)
     m = wl.meta
@@ -359,8 +347,6 @@ def stats_cmd(directory: Path, as_json: bool, key_file: Path | None, passphrase_
     """
     has_key = key_file is not None or bool(passphrase_env) or passphrase_prompted()
     if has_key:
-        from edge.watchlist.index import Watchlist
-
         wl = Watchlist.load(directory, key_from_options(directory, key_file, passphrase_env))
         s = wl.stats()
         emb_bytes = int(wl.embeddings.nbytes)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import insightface
 import numpy as np
 
 from edge.config import Config, load_config
@@ -29,8 +30,6 @@ DEMO_SUBJECT = "DEMO-001"
 
 
 def sample_images_dir() -> Path:
-    import insightface
-
     return Path(insightface.__file__).parent / "data" / "images"
 
 
@@ -65,7 +64,7 @@ def _enrolment_photo(group: np.ndarray, box: np.ndarray) -> np.ndarray:
 def make_clip(path: Path, group: np.ndarray, other: np.ndarray, fps: float = 12.5) -> int:
     """Pan and zoom over the group photo, then show the other face; returns frame count."""
     out_w, out_h = 960, 640
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (out_w, out_h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (out_w, out_h))
     if not writer.isOpened():
         raise EdgeError(f"cannot write the demo clip to {path}")
     gh, gw = group.shape[:2]

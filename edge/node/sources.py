@@ -119,7 +119,7 @@ class ImageFolderSource(FrameSource):
                 self.stats.bad("bad frame size")
                 log.warning("skipped %s: %s", path.name, problem)
                 continue
-            self.ring.ensure_shape(img.shape)  # type: ignore[arg-type]
+            self.ring.ensure_shape(img.shape)
             slot = self.ring.acquire()
             assert slot is not None
             buf = self.ring.slot(slot)
@@ -361,11 +361,11 @@ class CaptureSource(FrameSource):
             self._latest.clear()
         while True:
             try:
-                f = self._queue.get_nowait()
+                waiting = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if f is not None:
-                self.ring.release(f.slot)
+            if waiting is not None:
+                self.ring.release(waiting.slot)
 
 
 def open_source(

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from insightface.utils import face_align
+from tqdm import tqdm
 
 from edge.errors import WatchlistError
 from edge.face.quality import pose_from_landmarks
@@ -179,8 +181,6 @@ def face_sharpness(image: np.ndarray, landmarks: np.ndarray, size: int = 112) ->
     crop includes black border outside the photo, whose hard edge dominates the Laplacian
     and hides blur. Coverage is the share of the inner face region inside the photo.
     """
-    from insightface.utils import face_align
-
     m = face_align.estimate_norm(np.asarray(landmarks, np.float32).reshape(5, 2), image_size=size)
     crop = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR)
     inside = cv2.warpAffine(np.full(image.shape[:2], 255, np.uint8), m, (size, size),
@@ -426,8 +426,6 @@ def enrol(engine, subjects: dict[str, Subject], rows: list[EnrolRow], policy: En
     unless ``allow_rejects`` (then those subjects are left out and listed). Always fails
     when no image at all is accepted.
     """
-    from tqdm import tqdm
-
     policy.validate()
     checks: list[tuple[EnrolRow, ImageCheck]] = []
     bar = tqdm(rows, desc="checking images", unit="img", disable=None if progress else True)

@@ -19,6 +19,7 @@ import faiss
 import numpy as np
 
 from edge.errors import WatchlistError
+from edge.watchlist import vault
 
 FORMAT_VERSION = 1
 # Flat search is exact; above this many entries HNSW answers faster (benchmarks/index_scale.py,
@@ -176,17 +177,13 @@ class Watchlist:
             raise WatchlistError("watchlist index does not match its entries")
         return cls(WatchlistMeta(**meta["meta"]), subjects, entries, emb, refs, index)
 
-    def save(self, directory: str | Path, key: object) -> None:
+    def save(self, directory: str | Path, key: vault.VaultKey) -> None:
         """Write encrypted (atomic: an existing list is replaced only when complete)."""
-        from edge.watchlist import vault
-
         vault.write_vault(Path(directory), self.to_blobs(), key, meta=self.public_meta())
         # nothing else is written: reference images never go to disk unencrypted
 
     @classmethod
-    def load(cls, directory: str | Path, key: object) -> Watchlist:
-        from edge.watchlist import vault
-
+    def load(cls, directory: str | Path, key: vault.VaultKey) -> Watchlist:
         return cls.from_blobs(vault.read_vault(Path(directory), key))
 
     def public_meta(self) -> dict:

@@ -34,8 +34,9 @@ def parse_time(text: str, what: str) -> float:
     return dt.timestamp()
 
 
-def fmt_time(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+def fmt_time(ts: float | None) -> str:
+    """A unix time for people; ``None`` (a development list has no deadline) is "never"."""
+    return "never" if ts is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
 def model_identity(cfg: Config) -> tuple[str, str]:
