@@ -1,4 +1,4 @@
-"""Encrypted, authenticated directory container for a watchlist (issue 4, "encrypted at rest").
+"""Encrypted, authenticated directory container for a watchlist.
 
 The watchlist code hands over named byte blobs (index, metadata, reference images); this
 module stores them so that reading them needs the key, and any change on disk — a flipped
