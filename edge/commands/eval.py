@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from edge.lab.evaluation.datasets import DEFAULT_PAD, SPLIT_SALT
-from edge.lab.evaluation.run import DEFAULT_FPIR_TARGETS, EvalOptions, parse_rate, parse_rates
+from edge.lab.evaluation.report import write_outputs, write_threshold_config
+from edge.lab.evaluation.run import DEFAULT_FPIR_TARGETS, EvalOptions, parse_rate, parse_rates, run_evaluation
 
 _dir = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -73,9 +74,6 @@ def eval_cmd(identities: Path, impostors: Path | None, watchlist_size: int, targ
                 --write-config config/site.toml
       edge eval --identities my_faces/ --watchlist-size 500 --target-fpir 1/1000
     """
-    from edge.lab.evaluation.report import write_outputs, write_threshold_config
-    from edge.lab.evaluation.run import run_evaluation
-
     opts = EvalOptions(
         identities=identities, impostors=impostors, watchlist_size=watchlist_size,
         target_fpir=parse_rate(target_fpir),

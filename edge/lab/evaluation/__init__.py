@@ -1,1 +1,1 @@
-"""Accuracy, fairness and threshold calibration tooling (issue 6): maths, data, report."""
+"""Accuracy, fairness and threshold calibration behind ``edge eval``: maths, data, run, report."""

@@ -24,9 +24,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from edge.errors import EdgeError
+from edge.face import model_files as models
+from edge.face.photos import FaceEngine
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 SPLIT_SALT = "edge-eval-split-v1"
@@ -511,11 +515,9 @@ def default_cache_dir() -> Path:
     return (Path(base).expanduser() if base else Path.home() / ".cache") / "edge" / "eval"
 
 
-def engine_fingerprint(engine: object) -> str:
+def engine_fingerprint(engine: FaceEngine) -> str:
     """What determines an embedding: both models' sha256 and the detector/recogniser settings."""
-    from edge.face import model_files as models
-
-    cfg = engine.cfg  # type: ignore[attr-defined]
+    cfg = engine.cfg
     try:
         manifest = models.load_manifest()
     except EdgeError:
@@ -528,7 +530,8 @@ def engine_fingerprint(engine: object) -> str:
     return json.dumps(parts, sort_keys=True)
 
 
-def _files_key(paths: Sequence[Path]) -> str:
+def files_key(paths: Sequence[Path]) -> str:
+    """A digest of a file list (paths, sizes, mtimes): part of every cache key."""
     h = hashlib.sha256()
     for p in paths:
         st = p.stat()
@@ -558,7 +561,7 @@ EmbedFn = Callable[[np.ndarray], tuple[np.ndarray | None, float]]
 
 def embed_images(
     paths: Sequence[Path],
-    engine: object | None = None,
+    engine: FaceEngine | None = None,
     *,
     pad: float = DEFAULT_PAD,
     cache_dir: Path | None = None,
@@ -574,16 +577,11 @@ def embed_images(
     the engine fingerprint (model sha256s + settings), ``pad`` and the file list (paths, sizes,
     mtimes), so a re-run over the same data and models is instant.
     """
-    import cv2
-    from tqdm import tqdm
-
     paths = [Path(p) for p in paths]
     if engine is None:
-        from edge.face.photos import FaceEngine
-
         engine = FaceEngine.from_config()
     key = hashlib.sha256(
-        f"{EMBED_CACHE_VERSION}|{engine_fingerprint(engine)}|pad={pad}|{_files_key(paths)}".encode()
+        f"{EMBED_CACHE_VERSION}|{engine_fingerprint(engine)}|pad={pad}|{files_key(paths)}".encode()
     ).hexdigest()[:32]
     cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cfile = cdir / f"emb-{key}.npz"
@@ -595,7 +593,7 @@ def embed_images(
                 return emb, ok
         except (OSError, ValueError, KeyError):
             pass  # unreadable cache: recompute
-    dim = int(engine.dim)  # type: ignore[attr-defined]
+    dim = int(engine.dim)
     emb = np.zeros((len(paths), dim), np.float32)
     ok = np.zeros(len(paths), bool)
     for i, p in enumerate(tqdm(paths, desc=desc, unit="img", disable=not progress,
@@ -603,14 +601,14 @@ def embed_images(
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if img is None:
             continue
-        faces = engine.faces(img, pad=pad)  # type: ignore[attr-defined]
+        faces = engine.faces(img, pad=pad)
         j = pick_face(faces, img.shape[:2])
         if j is None:
             continue
         emb[i] = faces[j].embedding
         ok[i] = True
-        for f in faces:  # drop the crops we do not need
-            f.crop.fill(0)
+        for face in faces:  # drop the crops we do not need
+            face.crop.fill(0)
     if use_cache:
         cdir.mkdir(parents=True, exist_ok=True)
         tmp = cfile.with_suffix(".tmp.npz")

@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy.stats import beta, genpareto, norm
 
 # ----------------------------------------------------------------------------- helpers
 
 
 def _as_1d(x: ArrayLike, dtype: type = np.float64) -> np.ndarray:
-    arr = np.asarray(x, dtype=dtype).reshape(-1)
+    arr: np.ndarray = np.asarray(x, dtype=dtype).reshape(-1)
     return arr
 
 
@@ -294,14 +295,10 @@ def binomial_ci(
         raise ValueError("k must be in [0, n]")
     alpha = 1.0 - confidence
     if method == "clopper-pearson":
-        from scipy.stats import beta
-
         lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
         hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
         return lo, hi
     if method == "wilson":
-        from scipy.stats import norm
-
         z = float(norm.ppf(1 - alpha / 2))
         p = k / n
         den = 1 + z * z / n
@@ -481,16 +478,12 @@ class TailFit:
 
     def fmr(self, t: ArrayLike) -> np.ndarray:
         """Modelled FMR(t) = q * P(X > t | X > u) for t >= u."""
-        from scipy.stats import genpareto
-
         tt = _as_1d(t)
         return self.q * genpareto.sf(np.maximum(tt - self.u, 0.0), self.shape, scale=self.scale)
 
     def threshold_for_fmr(self, fmr: float) -> float:
         """Modelled threshold with FMR = ``fmr`` (may exceed 1.0 for bounded cosines: read as 'no
         threshold reaches it according to this model')."""
-        from scipy.stats import genpareto
-
         if fmr >= self.q:
             raise ValueError("target FMR is not in the modelled tail; lower tail_fraction")
         return float(self.u + genpareto.isf(fmr / self.q, self.shape, scale=self.scale))
@@ -504,8 +497,6 @@ def fit_tail(scores: ArrayLike, tail_fraction: float = 0.01, min_tail: int = 50)
     tail's shape; it is a model, several orders of magnitude beyond the data, and is reported
     as such, never used silently for the written threshold.
     """
-    from scipy.stats import genpareto
-
     s = np.sort(_as_1d(scores))
     n_tail = max(min_tail, int(round(tail_fraction * s.size)))
     if n_tail >= s.size:

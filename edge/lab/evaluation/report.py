@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from edge.config import load_config
 from edge.errors import ConfigError
 from edge.lab.evaluation.run import GOAL_TPIR, EvalResult
 
@@ -382,11 +384,6 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str] | None = None
 
 def write_plots(result: EvalResult, out_dir: Path) -> dict[str, Path]:
     """DET, rates vs threshold, per-group FMR and score histograms (primary variant)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     s = result.summary
     pv = s["primary_variant"]
     c = result.curves[pv]
@@ -394,7 +391,8 @@ def write_plots(result: EvalResult, out_dir: Path) -> dict[str, Path]:
     out: dict[str, Path] = {}
 
     # DET
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
     d = c["det_direct"]
     gal = s["variants"][pv]["report"]["gallery_size"]
     x, y = np.array(d["x"]), np.array(d["y"])
@@ -429,12 +427,12 @@ def write_plots(result: EvalResult, out_dir: Path) -> dict[str, Path]:
     out["det"] = out_dir / PLOTS["det"]
     fig.tight_layout()
     fig.savefig(out["det"], dpi=110)
-    plt.close(fig)
 
     # rates vs threshold
     vt = c["vs_threshold"]
     t = np.array(vt["threshold"])
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig = Figure(figsize=(11, 4.5))
+    a1, a2 = fig.subplots(1, 2)
     for key, lab in (("fpir_direct", f"FPIR measured (gallery {gal:,})"),
                      ("fmr", "FMR per comparison"), ("fpir_at_n", f"FPIR extrapolated, N={N:,}")):
         yv = np.array(vt[key])
@@ -463,12 +461,12 @@ def write_plots(result: EvalResult, out_dir: Path) -> dict[str, Path]:
     fig.tight_layout()
     out["vs_threshold"] = out_dir / PLOTS["vs_threshold"]
     fig.savefig(out["vs_threshold"], dpi=110)
-    plt.close(fig)
 
     # per group FMR
     gf = c["group_fmr"]
     if gf:
-        fig, axes = plt.subplots(1, len(gf), figsize=(5.5 * len(gf), 4.5), squeeze=False)
+        fig = Figure(figsize=(5.5 * len(gf), 4.5))
+        axes = fig.subplots(1, len(gf), squeeze=False)
         for ax, (gname, groups) in zip(axes[0], sorted(gf.items()), strict=True):
             for grp, yv in sorted(groups.items()):
                 yv = np.array(yv)
@@ -485,13 +483,13 @@ def write_plots(result: EvalResult, out_dir: Path) -> dict[str, Path]:
         fig.tight_layout()
         out["groups"] = out_dir / PLOTS["groups"]
         fig.savefig(out["groups"], dpi=110)
-        plt.close(fig)
 
     # histograms
     h = c["hist"]
     b = np.array(h["bins"])
     mid = (b[:-1] + b[1:]) / 2
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for key, lab in (("mated", "mated (right subject)"), ("nonmated_top1", "non-mated top-1"),
                      ("impostor_pairs", "impostor pairs")):
         cnt = np.array(h[key], float)
@@ -505,7 +503,6 @@ def write_plots(result: EvalResult, out_dir: Path) -> dict[str, Path]:
     fig.tight_layout()
     out["scores"] = out_dir / PLOTS["scores"]
     fig.savefig(out["scores"], dpi=110)
-    plt.close(fig)
     return out
 
 
@@ -573,8 +570,6 @@ def write_threshold_config(path: Path, threshold: float, note: str) -> float:
     An existing file is edited in place (its comments stay); a new file gets just the
     ``[match]`` table. The result is validated with the node's own config loader.
     """
-    from edge.config import load_config
-
     value = round_up(threshold)
     if not 0 < value < 1:
         raise ConfigError(f"calibrated threshold {value} is outside (0, 1); not written")

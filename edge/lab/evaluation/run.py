@@ -20,6 +20,7 @@ Method (documented for readers in docs/ACCURACY.md):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -30,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from edge.config import load_config
 from edge.errors import EdgeError
+from edge.face.photos import FaceEngine
 from edge.lab.evaluation import metrics as M
 from edge.lab.evaluation.datasets import (
     CALIBRATION,
@@ -88,7 +91,7 @@ class EvalOptions:
 
 
 @dataclass
-class _Pool:
+class Pool:
     """All images of one split half, identity set first, then the impostor set."""
 
     emb: np.ndarray
@@ -100,11 +103,10 @@ class _Pool:
     primary: list[str]  # group keys used for calibration
 
 
-def _limit(fs: FaceSet, n: int | None, salt: str, by_identity: bool) -> FaceSet:
+def limit_subset(fs: FaceSet, n: int | None, salt: str, by_identity: bool) -> FaceSet:
     """Deterministic subset: the ``n`` identities (or images) with the lowest salted hash."""
     if n is None:
         return fs
-    import hashlib
 
     def h(s: str) -> str:
         return hashlib.sha256(f"{salt}:limit:{s}".encode()).hexdigest()
@@ -122,12 +124,17 @@ def _set_label(fs: FaceSet) -> str:
     return fs.name
 
 
-def _build_pools(
+def build_pools(
     sets: list[tuple[FaceSet, np.ndarray, np.ndarray]], salt: str
-) -> dict[str, _Pool]:
-    pools: dict[str, _Pool] = {}
+) -> dict[str, Pool]:
+    """The calibration and report halves of ``(face set, embeddings, ok)`` triples."""
+    pools: dict[str, Pool] = {}
     for half in (CALIBRATION, REPORT):
-        embs, oks, ids, fid, names = [], [], [], [], []
+        embs: list[np.ndarray] = []
+        oks: list[np.ndarray] = []
+        ids: list[str] = []
+        fid: list[bool] = []
+        names: list[str] = []
         group_cols: dict[str, list[Any]] = {}
         primary: list[str] = []
         total = 0
@@ -150,7 +157,7 @@ def _build_pools(
             total += len(sel)
             for col in group_cols.values():
                 col.extend([None] * (total - len(col)))
-        pools[half] = _Pool(
+        pools[half] = Pool(
             emb=np.concatenate(embs).astype(np.float32), ok=np.concatenate(oks),
             identity=np.array(ids, dtype=object), from_id_set=np.array(fid, bool), names=names,
             groups={k: np.array(v, dtype=object) for k, v in group_cols.items()},
@@ -163,7 +170,9 @@ def _build_pools(
 
 
 @dataclass
-class _OpenSet:
+class OpenSet:
+    """One half's open-set experiment: who is enrolled, and every search's top-1."""
+
     gallery: np.ndarray  # pool indices enrolled
     mated: np.ndarray  # pool indices
     mated_scores: np.ndarray
@@ -175,13 +184,15 @@ class _OpenSet:
     subjects_without_face: int
 
 
-def _open_set(pool: _Pool, person: np.ndarray) -> _OpenSet:
+def open_set(pool: Pool, person: np.ndarray) -> OpenSet:
     """Enrol one image per subject with >= 2 images; search with the rest (see module doc)."""
     by_id: dict[str, list[int]] = {}
     for i, ident in enumerate(pool.identity):
         if pool.from_id_set[i]:
             by_id.setdefault(ident, []).append(i)
-    gallery, mated, nonmated = [], [], []
+    gallery: list[int] = []
+    mated: list[int] = []
+    nonmated: list[int] = []
     no_face = 0
     for idx in by_id.values():
         if len(idx) >= 2:
@@ -216,7 +227,7 @@ def _open_set(pool: _Pool, person: np.ndarray) -> _OpenSet:
     ms, mt = search(mated)
     correct = (pool.identity[g][mt] == pool.identity[np.array(mated)]) & np.isfinite(ms)
     ns, _ = search(nonmated)
-    return _OpenSet(
+    return OpenSet(
         gallery=g, mated=np.array(mated, int), mated_scores=ms, mated_correct=correct,
         nonmated=np.array(nonmated, int), nonmated_scores=ns,
         failures_mated=int((~pool.ok[np.array(mated)]).sum()),
@@ -283,7 +294,7 @@ class _Pools:
     by_group: dict[str, dict[str, np.ndarray]]  # grouping -> value -> sorted scores
 
 
-def _impostor_pools(pool: _Pool, person: np.ndarray) -> _Pools:
+def _impostor_pools(pool: Pool, person: np.ndarray) -> _Pools:
     ok = np.flatnonzero(pool.ok)
     overall = impostor_scores(pool.emb, person, ok)
     by_group: dict[str, dict[str, np.ndarray]] = {}
@@ -309,16 +320,17 @@ class EvalResult:
     curves: dict[str, Any] = field(default_factory=dict)
 
 
-def _person_keys(pool: _Pool, ex: Exclusions | None) -> np.ndarray:
+def person_keys(pool: Pool, ex: Exclusions | None) -> np.ndarray:
+    """Per image, who it shows: its identity, with known label noise merged (``ex``)."""
     if ex is None:
         return pool.identity.copy()
     return np.array(ex.person_keys(pool.identity), dtype=object)
 
 
-def _excluded_pairs(pool: _Pool, ex: Exclusions, half: str) -> list[dict[str, Any]]:
+def _excluded_pairs(pool: Pool, ex: Exclusions, half: str) -> list[dict[str, Any]]:
     """Every comparison the exclusion list removes in this half, with its score."""
     out = []
-    person = _person_keys(pool, ex)
+    person = person_keys(pool, ex)
     listed = {n for a, b, _ in ex.entries for n in (a, b)}
     reason = {}
     for a, b, r in ex.entries:
@@ -351,14 +363,14 @@ def _comparison(cmp_: M.GroupComparison) -> dict[str, Any]:
     }
 
 
-def _max_vouched_watchlist(fmr_hi: float, target_fpir: float) -> int:
+def max_vouched_watchlist(fmr_hi: float, target_fpir: float) -> int:
     """Largest N for which FPIR(N) from the FMR upper bound still meets the target."""
     if fmr_hi <= 0:
         return 10**12
     return int(math.floor(math.log1p(-target_fpir) / math.log1p(-fmr_hi)))
 
 
-def _threshold_for_tpir(os_: _OpenSet, target: float) -> float | None:
+def _threshold_for_tpir(os_: OpenSet, target: float) -> float | None:
     """Highest threshold at which TPIR >= target (None if never reached)."""
     hits = np.sort(os_.mated_scores[os_.mated_correct])[::-1]
     need = int(math.ceil(target * os_.mated_scores.size - 1e-9))
@@ -376,17 +388,17 @@ def _downsample(x: np.ndarray, y: np.ndarray, t: np.ndarray, n: int = 400) -> di
 
 
 def _variant(
-    pools: dict[str, _Pool], ex: Exclusions | None, opts: EvalOptions
+    pools: dict[str, Pool], ex: Exclusions | None, opts: EvalOptions
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Calibrate on the calibration half, measure on the report half, for one label variant."""
     N, target = opts.watchlist_size, opts.target_fpir
     req_fmr = M.fmr_for_fpir(target, N)
     out: dict[str, Any] = {}
     curves: dict[str, Any] = {}
-    res: dict[str, tuple[_OpenSet, _Pools]] = {}
+    res: dict[str, tuple[OpenSet, _Pools]] = {}
     for half, pool in pools.items():
-        person = _person_keys(pool, ex)
-        res[half] = (_open_set(pool, person), _impostor_pools(pool, person))
+        person = person_keys(pool, ex)
+        res[half] = (open_set(pool, person), _impostor_pools(pool, person))
 
     # ---- calibration half: worst-group threshold
     cos, cimp = res[CALIBRATION]
@@ -413,7 +425,7 @@ def _variant(
     display = {f"{f:g}": M.threshold_for_rate(cimp.overall, f) for f in DISPLAY_FMRS
                if f * cimp.overall.size >= 1}
     cpool = pools[CALIBRATION]
-    top = top_impostor_pairs(cpool.emb, _person_keys(cpool, ex), np.flatnonzero(cpool.ok))
+    top = top_impostor_pairs(cpool.emb, person_keys(cpool, ex), np.flatnonzero(cpool.ok))
     out["calibration_top_impostors"] = [
         {"score": round(sc, 4), "image_a": cpool.names[i], "image_b": cpool.names[j]}
         for sc, i, j in top]
@@ -449,7 +461,7 @@ def _variant(
             "fmr": {**asdict(fmr_over), "text": fmr_over.text},
             "fpir_at_n": float(M.fpir_at_watchlist_size(fmr_over.rate, N)[0]),
             "fpir_at_n_upper": float(M.fpir_at_watchlist_size(fmr_over.hi, N)[0]),
-            "max_vouched_watchlist": _max_vouched_watchlist(fmr_over.hi, target),
+            "max_vouched_watchlist": max_vouched_watchlist(fmr_over.hi, target),
         },
         "tpir_at_fpir_direct": [asdict(p) for p in M.tpir_at_fpir(
             ros.mated_scores, ros.mated_correct, ros.nonmated_scores, opts.fpir_targets)],
@@ -614,27 +626,24 @@ def _verification(fs: FaceSet, emb: np.ndarray, ok: np.ndarray,
             "mean_genuine": float(s[same].mean()), "mean_impostor": float(s[~same].mean())}
 
 
-def run_evaluation(opts: EvalOptions, engine: object | None = None) -> EvalResult:
+def run_evaluation(opts: EvalOptions, engine: FaceEngine | None = None) -> EvalResult:
     """Run the whole experiment; ``engine`` defaults to ``FaceEngine`` from ``opts.config``."""
     if not 0 < opts.target_fpir < 1:
         raise EdgeError("target FPIR must be between 0 and 1 (e.g. 1/6000)")
     if opts.watchlist_size < 1:
         raise EdgeError("watchlist size must be at least 1")
-    id_set = _limit(load_face_set(opts.identities), opts.limit_identities, opts.salt, True)
+    id_set = limit_subset(load_face_set(opts.identities), opts.limit_identities, opts.salt, True)
     if not id_set.identity_labelled:
         raise DatasetError(f"{opts.identities}: labels.csv has no identity column; "
                            "use it as --impostors instead")
     imp_set = None
     if opts.impostors is not None:
-        imp_set = _limit(load_face_set(opts.impostors), opts.limit_impostors, opts.salt, False)
+        imp_set = limit_subset(load_face_set(opts.impostors), opts.limit_impostors, opts.salt, False)
         if imp_set.identity_labelled:
             log.info("impostor set %s has identities; each image is still used as non-mated",
                      imp_set.name)
     ex = load_exclusions(opts.exclusions)
     if engine is None:
-        from edge.config import load_config
-        from edge.face.photos import FaceEngine
-
         engine = FaceEngine.from_config(load_config(opts.config))
     sets = []
     data_summary = []
@@ -656,7 +665,7 @@ def run_evaluation(opts: EvalOptions, engine: object | None = None) -> EvalResul
             "groupings": list(fs.group_labels()), "primary_grouping": fs.primary_grouping,
             "pairs": len(fs.pairs) if fs.pairs else 0,
         })
-    pools = _build_pools(sets, opts.salt)
+    pools = build_pools(sets, opts.salt)
     halves = {}
     for half, pool in pools.items():
         halves[half] = {
@@ -706,7 +715,7 @@ def run_evaluation(opts: EvalOptions, engine: object | None = None) -> EvalResul
 
 
 def _goal(v: dict[str, Any], opts: EvalOptions) -> dict[str, Any]:
-    """Where the primary variant stands against the issue's goal."""
+    """Where the primary variant stands against the accuracy goal (``GOAL_TPIR`` at the target FPIR)."""
     rep = v["report"]["at_calibrated"]
     op = rep["operating_point"]
     ratios = []
@@ -714,7 +723,7 @@ def _goal(v: dict[str, Any], opts: EvalOptions) -> dict[str, Any]:
         if g["worst_over_overall"] is not None:
             ratios.append(g["worst_over_overall"])
     disp = [k for k in v["report"]["group_fmr"] if k != "calibrated"]
-    fmr_ratios = {}
+    fmr_ratios: dict[str, dict[str, float]] = {}
     for k in disp:
         for g, d in v["report"]["group_fmr"][k]["by_grouping"].items():
             if d["worst_over_overall"] is not None:

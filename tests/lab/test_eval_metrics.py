@@ -9,6 +9,8 @@ import pytest
 
 from edge.lab.evaluation import metrics as M
 
+pytestmark = pytest.mark.unit
+
 # A toy open-set experiment used by several tests.
 # Mated searches (top-1 score, top-1 is the right subject):
 #   0.9 right, 0.8 right, 0.7 WRONG, 0.6 right, 0.3 right
