@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from edge.lab.bench import default_video, make_sample_clip  # noqa: E402
+from edge.lab.bench.sources import SAMPLE_CLIP_NAME, default_video, make_sample_clip  # noqa: E402
 
 OUT = REPO / "out" / "bench"
 
@@ -31,7 +31,7 @@ def video_or_sample(path: str | None, out: Path = OUT) -> str:
     found = default_video()
     if found is not None:
         return str(found)
-    return str(make_sample_clip(out / "edge-bench-sample.mp4"))
+    return str(make_sample_clip(out / SAMPLE_CLIP_NAME))
 
 
 def write_json(name: str, data: dict[str, Any], out: Path = OUT) -> Path:

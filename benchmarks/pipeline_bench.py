@@ -4,7 +4,7 @@ Per-stage time (decode, detect, track, align, embed, search, alert, zeroize), en
 capture->alert latency p50/p95/p99 with frames arriving like a live camera's, CPU time, peak
 memory, zeroization latency and its throughput cost (A/B in child processes), and with
 ``--peers`` the naive loop and face_recognition on the same video and watchlist. The code is
-in ``edge/bench.py`` so the installed CLI and this script measure the same thing.
+in ``edge/lab/bench/`` so the installed CLI and this script measure the same thing.
 
     python benchmarks/pipeline_bench.py --peers --out out/bench
 """

@@ -35,15 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, machine_note, video_or_sample, write_json  # noqa: E402
 
 from edge.config import load_config  # noqa: E402
-from edge.lab.bench import (  # noqa: E402
-    BENCH_OVERRIDES,
-    PacedVideoSource,
-    _status_mb,
-    auto_watchlist,
-    pct,
-    shared_data_file,
-    video_info,
-)
+from edge.lab.bench.measure import pct, status_mb  # noqa: E402
+from edge.lab.bench.run import BENCH_OVERRIDES  # noqa: E402
+from edge.lab.bench.sources import PacedVideoSource, shared_data_file, video_info  # noqa: E402
+from edge.lab.bench.watchlists import auto_watchlist  # noqa: E402
 from edge.node.app import build_node  # noqa: E402
 from edge.watchlist.index import Watchlist  # noqa: E402
 
@@ -54,6 +49,7 @@ SOAK_VIDEOS = ["walking_arcade_1080p.mp4", "intel_face_demographics_walking.gif"
 # ---------------------------------------------------------------------------- hub child
 def hub_child(state: str) -> int:
     """Run a hub (no web server) and report how many alerts its store holds, once a second."""
+    # only the hub child loads the hub, so the node's process measures the node alone
     from edge.hub.config import load_hub_config
     from edge.hub.service import Hub
 
@@ -69,7 +65,7 @@ def hub_child(state: str) -> int:
             if not line:
                 break
             assert hub.store is not None
-            print(f"COUNT {hub.store.count_alerts()} {_status_mb('VmRSS')}", flush=True)
+            print(f"COUNT {hub.store.count_alerts()} {status_mb('VmRSS')}", flush=True)
     finally:
         hub.stop()
     return 0
@@ -134,6 +130,7 @@ def soak(videos: list[str], minutes: float, interval: float, out: Path) -> dict[
     hub: HubProcess | None = None
     consumer = "in-process counter (edge.hub/edge.link.outbox unavailable)"
     try:
+        # the real sender when the link is installed; a counter otherwise (the report says which)
         from edge.link.outbox import AlertSender
 
         hub = HubProcess(tmp / "hub")
@@ -155,7 +152,7 @@ def soak(videos: list[str], minutes: float, interval: float, out: Path) -> dict[
         st = node.stats
         samples.append({
             "t_s": round(now - t0, 1),
-            "rss_mb": _status_mb("VmRSS"),
+            "rss_mb": status_mb("VmRSS"),
             "hub_rss_mb": hub_rss,
             "frames_captured": src.captured,
             "frames_processed": st.frames,
@@ -238,14 +235,13 @@ def soak(videos: list[str], minutes: float, interval: float, out: Path) -> dict[
 
 
 def _plot(res: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # imported here, after the run: the node's memory is sampled in this process
+    from matplotlib.figure import Figure
 
     s = res["samples"]
     t = [x["t_s"] / 60 for x in s]
-    fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    fig = Figure(figsize=(8, 7))
+    axes = fig.subplots(3, 1, sharex=True)
     axes[0].plot(t, [x["rss_mb"] for x in s], label="node RSS")
     axes[0].plot(t, [x["hub_rss_mb"] for x in s], label="hub RSS")
     axes[0].set_ylabel("MB")
@@ -263,7 +259,6 @@ def _plot(res: dict[str, Any], out: Path) -> None:
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "soak.png", dpi=110)
-    plt.close(fig)
 
 
 def main() -> int:

@@ -12,7 +12,7 @@ Each idea is measured, not assumed:
    decoding in the node's thread.
 5. Recogniser threads 1 vs 2 in the whole node, and the best settings combined.
 
-Node runs go through ``edge.lab.bench.run_child`` (a fresh process each, the node's real code);
+Node runs go through ``edge.lab.bench.children.run_child`` (a fresh process each, the node's real code);
 variants are run round-robin so that load from elsewhere on the machine hits them alike.
 
     python benchmarks/speed_experiments.py [--video PATH] [--frames 315] [--rounds 2]
@@ -28,23 +28,24 @@ from typing import Any
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, interleaved, machine_note, table, video_or_sample, write_json  # noqa: E402
 
 from edge.config import load_config  # noqa: E402
 from edge.face import model_files as models  # noqa: E402
-from edge.face.detect import YUNET_MIN_FACE_AT_INPUT, detector_width  # noqa: E402
+from edge.face.embedders.onnx_embedder import Embedder, dynamic_batch  # noqa: E402
+from edge.face.ort import recogniser_options  # noqa: E402
 from edge.face.photos import FaceEngine  # noqa: E402
-from edge.lab.bench import (  # noqa: E402
-    BENCH_OVERRIDES,
-    ChildJob,
-    _strip,
-    auto_watchlist,
-    run_child,
-    video_info,
-)
+from edge.face.scaling import YUNET_MIN_FACE_AT_INPUT, detector_width  # noqa: E402
+from edge.lab.bench.children import run_child  # noqa: E402
+from edge.lab.bench.jobs import ChildJob, strip  # noqa: E402
+from edge.lab.bench.run import BENCH_OVERRIDES  # noqa: E402
+from edge.lab.bench.sources import video_info  # noqa: E402
+from edge.lab.bench.watchlists import auto_watchlist  # noqa: E402
 from edge.node.track import iou_matrix  # noqa: E402
+from edge.privacy import FaceBuffers  # noqa: E402
 
 
 def _frames(video: str, positions: list[int]) -> list[np.ndarray]:
@@ -60,11 +61,6 @@ def _frames(video: str, positions: list[int]) -> list[np.ndarray]:
 
 
 def exp_embedder(video: str, rounds: int) -> dict[str, Any]:
-    import onnxruntime as ort
-
-    from edge.face.embed import Embedder, _dynamic_batch, _session_options
-    from edge.privacy import FaceBuffers
-
     cfg = load_config()
     eng = FaceEngine(cfg)
     n = video_info(video)["frames"]
@@ -74,7 +70,7 @@ def exp_embedder(video: str, rounds: int) -> dict[str, Any]:
     crops = crops[:24]
     k = len(crops)
     data = models.read_verified(cfg.recognizer.model, models.models_dir(cfg.models.dir))
-    graph, mean, std = _dynamic_batch(data)
+    graph, mean, std = dynamic_batch(data)
     variants: dict[str, Any] = {}
     bufs = FaceBuffers(32, 128, lock=False)
     levels = {"opt-all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -82,12 +78,12 @@ def exp_embedder(video: str, rounds: int) -> dict[str, Any]:
               "opt-off": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
     for threads in (1, 2):
         for lname, level in levels.items():
-            so = _session_options(threads)
+            so = recogniser_options(threads)
             so.graph_optimization_level = level
             sess = ort.InferenceSession(graph, so, providers=["CPUExecutionProvider"])
             variants[f"ort t{threads} {lname}"] = Embedder(sess, mean, std, swap_rb=True, max_batch=16)
     # ORT's thread pool spins while waiting for work; on 2 busy cores that can cost more than it saves
-    so = _session_options(2)
+    so = recogniser_options(2)
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(graph, so, providers=["CPUExecutionProvider"])
     variants["ort t2 opt-all no-spin"] = Embedder(sess, mean, std, swap_rb=True, max_batch=16)
@@ -198,7 +194,7 @@ def node_runs(video: str, frames: int, rounds: int, blobs: dict, vsub: list[str]
             job = ChildJob(mode="node", video=video, frames=frames, config=None, overrides=over, blobs=blobs,
                            video_subjects=vsub, held_out_subjects=hsub, label=f"{name} ({r + 1}/{rounds})",
                            inline_decode=v.get("inline_decode", False))
-            results[name].append(_strip(run_child(job)))
+            results[name].append(strip(run_child(job)))
     rows = []
     for name, rs in results.items():
         ok = [x for x in rs if "error" not in x]

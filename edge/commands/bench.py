@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from edge.errors import EdgeError
+from edge.lab.bench.report import console_summary, write_report
+from edge.lab.bench.run import BenchOptions, run_bench
 
 
 @click.command()
@@ -56,8 +58,6 @@ def bench(video: str | None, watchlist: str, key_file: str | None, config_path: 
       edge bench --peers --out out/bench
       edge bench --video clip.mp4 --watchlist wl/ --key-file wl.key --config config/site.toml
     """
-    from edge.lab.bench import BenchOptions, console_summary, run_bench, write_report
-
     if watchlist != "auto" and not key_file:
         raise EdgeError("--watchlist DIR needs --key-file (or use --watchlist auto)")
     if video is not None and not Path(video).is_file():

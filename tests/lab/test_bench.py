@@ -2,7 +2,7 @@
 
 Runs everywhere (no ../shared/data): the clip is built here from t1.jpg. Timing figures are
 only checked to exist and be positive; the goals are reported by the benchmark, never
-asserted here.
+asserted here. Its parts without models are in test_bench_parts.py.
 """
 
 from __future__ import annotations
@@ -12,59 +12,20 @@ import subprocess
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+from conftest import EDGE
 
-from edge.lab.bench import LoopingVideoSource, PacedVideoSource, make_sample_clip, pct, video_info
-from edge.privacy import FrameRing
-from tests.conftest import EDGE
+from edge.lab.bench.sources import make_sample_clip
+from edge.watchlist.enrol import reference_crop
+from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
+from edge.watchlist.vault import create_key_file
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_sample_clip(tmp_path_factory.mktemp("bench") / "clip.mp4", frames=12, fps=10.0)
-
-
-def test_sample_clip_is_a_real_video(clip: Path) -> None:
-    info = video_info(clip)
-    assert info["frames"] == 12 and info["width"] == 960 and info["height"] == 640
-
-
-@pytest.mark.parametrize("inline", [False, True])
-def test_looping_source_continues_indices_across_passes(clip: Path, inline: bool) -> None:
-    ring = FrameRing(4, lock=False)
-    src = LoopingVideoSource(str(clip), ring, total=30, inline_decode=inline)
-    seen = []
-    for f in src.frames():
-        seen.append(f.index)
-        assert f.image.any()
-        ring.release(f.slot)
-    src.close()
-    assert seen == list(range(30))
-    assert src.stats.frames == 30
-    assert all(not ring.slot(i).any() for i in range(ring.size))  # nothing left in a slot
-
-
-def test_paced_source_keeps_only_the_newest_frame(clip: Path) -> None:
-    ring = FrameRing(4, lock=False)
-    src = PacedVideoSource(str(clip), ring, total=24, fps=100.0)
-    got = []
-    for f in src.frames():
-        got.append(f.index)
-        time.sleep(0.035)  # a node slower than the camera
-        ring.release(f.slot)
-    src.close()
-    assert src.captured == 24
-    assert src.stats.dropped_stale > 0  # stale frames were dropped, not queued
-    assert len(got) + src.stats.dropped_stale == 24
-    assert got == sorted(got)  # never an older frame after a newer one
-    assert all(not ring.slot(i).any() for i in range(ring.size))  # dropped frames were zeroed
-
-
-def test_pct() -> None:
-    d = pct([0.001] * 99 + [0.1])
-    assert d["n"] == 100 and d["p50"] == 1.0 and d["max"] == 100.0
-    assert pct([]) == {"n": 0}
 
 
 def test_edge_bench_smoke(models_ready: None, clip: Path, tmp_path: Path) -> None:
@@ -111,12 +72,6 @@ def test_edge_bench_on_an_encrypted_watchlist(engine, sample_images: Path, clip:
                                               tmp_path: Path) -> None:
     """A real deployment list (encrypted, windowed) instead of the auto list; the peers
     enrol from its reference images."""
-    import cv2
-
-    from edge.watchlist.enrol import reference_crop
-    from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
-    from edge.watchlist.vault import create_key_file
-
     group = cv2.imread(str(sample_images / "t1.jpg"))
     faces = engine.faces(group)[:2]
     subjects = {f"S{i}": Subject(f"S{i}", f"Person {i}", "test") for i in range(2)}
