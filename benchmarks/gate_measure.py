@@ -24,19 +24,25 @@ Only aggregates are printed and written (``out/bench/gate_measure.json``); no fa
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+from scipy.stats import mannwhitneyu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_json  # noqa: E402
-from fusion import track_consistency, tracked_frames  # noqa: E402
+from fusion import node_run, track_consistency, tracked_frames  # noqa: E402
+from fusion import videos as video_list  # noqa: E402
 
 from edge.config import load_config  # noqa: E402
 from edge.face.photos import FaceEngine  # noqa: E402
+from edge.lab.bench.sources import default_video  # noqa: E402
+from edge.lab.bench.watchlists import auto_watchlist  # noqa: E402
 
 INNER = (slice(20, 100), slice(20, 92))  # rows, cols of the 112 x 112 aligned crop
 
@@ -63,8 +69,6 @@ def measures(f: np.ndarray) -> dict[str, np.ndarray]:
 
 def auc(score: np.ndarray, bad: np.ndarray) -> float:
     """P(a bad face scores lower than a good one): 1 = the measure ranks perfectly."""
-    from scipy.stats import mannwhitneyu  # scipy comes with scikit-image
-
     if bad.sum() == 0 or (~bad).sum() == 0:
         return float("nan")
     u = mannwhitneyu(score[~bad], score[bad]).statistic
@@ -130,8 +134,6 @@ def blur_far(img: np.ndarray) -> np.ndarray:
 
 
 def utkface(a: argparse.Namespace, eng: FaceEngine) -> dict[str, Any]:
-    import csv
-
     root = a.data / "utkface_adult_balanced"
     rows = list(csv.DictReader((root / "labels.csv").open()))
     rng = np.random.default_rng(5)
@@ -172,11 +174,6 @@ def utkface(a: argparse.Namespace, eng: FaceEngine) -> dict[str, Any]:
 
 
 def override(a: argparse.Namespace) -> dict[str, Any]:
-    from fusion import node_run
-    from fusion import videos as video_list
-
-    from edge.lab.bench import auto_watchlist, default_video
-
     cfg = load_config(overrides={"privacy": {"lock_memory": False}})
     arcade = default_video()
     vids = video_list(a.data)
@@ -215,8 +212,6 @@ def main() -> None:
         res["videos"] = videos(a, eng)
         res["utkface"] = utkface(a, eng)
     write_json("gate_measure", res)
-    import json
-
     print(json.dumps(res, indent=1, default=str))
 
 

@@ -1,5 +1,8 @@
 """Per-track accuracy and quality gating, measured on still photos standing in for video.
 
+A research study, run by ``benchmarks/fusion.py`` (and ``benchmarks/gate_measure.py``); no
+command of the product uses it. Its findings are in docs/ACCURACY.md ("Temporal fusion").
+
 There is no identity-labelled video to evaluate on, so tracks are *pseudo-tracks* built from
 the identity-labelled photo sets, in the same two halves and with the same enrolment as
 ``edge.lab.evaluation.run`` (one image per subject; ``split_of`` decides the half):
@@ -36,16 +39,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import common  # noqa: F401  (puts the checkout on sys.path)
 import cv2
 import numpy as np
+from insightface.utils import face_align
+from tqdm import tqdm
 
+from edge.config import QualitySection
+from edge.face import quality as q
+from edge.face.photos import FaceEngine
+from edge.face.quality import sharpness
+from edge.lab.evaluation import metrics as M
+from edge.lab.evaluation import run as R
 from edge.lab.evaluation.datasets import (
+    CALIBRATION,
     DEFAULT_PAD,
-    _files_key,
+    REPORT,
+    SPLIT_SALT,
+    FaceSet,
     default_cache_dir,
     engine_fingerprint,
+    files_key,
+    load_exclusions,
+    load_face_set,
     pick_face,
+    split_of,
 )
+from edge.node.track import Track
 
 FUSION_CACHE_VERSION = "1"
 AUG_SALT = "edge-fusion-aug-v1"
@@ -87,19 +107,21 @@ def video_like_frame(image: np.ndarray, rng: np.random.Generator) -> tuple[np.nd
         out = cv2.GaussianBlur(out, (0, 0), sigma)
     elif kind == 2:
         motion = float(rng.integers(3, 8))
-        k = np.zeros((int(motion), int(motion)), np.float32)
-        k[int(motion) // 2, :] = 1.0
+        line = np.zeros((int(motion), int(motion)), np.float32)
+        line[int(motion) // 2, :] = 1.0
         rot = cv2.getRotationMatrix2D(((motion - 1) / 2.0, (motion - 1) / 2.0),
                                       float(rng.uniform(0, 180)), 1.0)
-        k = cv2.warpAffine(k, rot, k.shape[::-1])
-        out = cv2.filter2D(out, -1, k / max(float(k.sum()), 1e-6))
+        k = cv2.warpAffine(line, rot, line.shape[::-1])
+        kernel = (k / max(float(k.sum()), 1e-6)).astype(np.float32)
+        out = cv2.filter2D(out, -1, kernel)
     alpha = float(rng.uniform(0.75, 1.25))
     beta = float(rng.uniform(-25, 25))
     out = cv2.convertScaleAbs(out, alpha=alpha, beta=beta)
     q = int(rng.integers(35, 91))
     ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, q])
-    if ok:
-        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+    if decoded is not None:
+        out = decoded
     params = np.array([sx, sy, scale, roll, sigma, motion, alpha, beta, q], np.float32)
     return out, params
 
@@ -118,8 +140,6 @@ def photo_sharpness(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -
     by the hard edge of the border and cannot see blur; this is what the node would measure
     if the photo extended beyond the crop, as a camera frame does.
     """
-    from insightface.utils import face_align
-
     m = face_align.estimate_norm(np.asarray(landmarks, np.float32).reshape(5, 2), image_size=size)
     crop = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR)
     inside = cv2.warpAffine(np.full(image.shape[:2], 255, np.uint8), m, (size, size),
@@ -155,7 +175,8 @@ class FrameData:
         return int(self.ok.shape[1])
 
 
-def _empty(n: int, f: int, d: int) -> FrameData:
+def empty_frames(n: int, f: int, d: int) -> FrameData:
+    """FrameData for ``n`` images x ``f`` frames of ``d``-dim embeddings: no face found yet."""
     return FrameData(
         ok=np.zeros((n, f), bool), emb=np.zeros((n, f, d), np.float32),
         box=np.zeros((n, f, 4), np.float32), landmarks=np.zeros((n, f, 5, 2), np.float32),
@@ -167,7 +188,7 @@ def _empty(n: int, f: int, d: int) -> FrameData:
 
 def extract_frames(
     paths: Sequence[Path],
-    engine: Any,
+    engine: FaceEngine,
     *,
     frames: int = DEFAULT_FRAMES,
     pad: float = DEFAULT_PAD,
@@ -182,14 +203,10 @@ def extract_frames(
     Frame 0 goes through exactly the path of ``embed_images`` (same pad, same ``pick_face``),
     so its embeddings equal the ones ``edge eval`` uses. Cached like ``embed_images``.
     """
-    from tqdm import tqdm
-
-    from edge.face.quality import sharpness
-
     paths = [Path(p) for p in paths]
     key = hashlib.sha256(
         f"{FUSION_CACHE_VERSION}|{AUG_SALT}|frames={frames}|{engine_fingerprint(engine)}|"
-        f"pad={pad}|{_files_key(paths)}".encode()
+        f"pad={pad}|{files_key(paths)}".encode()
     ).hexdigest()[:32]
     cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cfile = cdir / f"fusion-{key}.npz"
@@ -201,7 +218,7 @@ def extract_frames(
                 return fd
         except (OSError, ValueError, KeyError, TypeError):
             pass  # unreadable cache: recompute
-    fd = _empty(len(paths), frames, int(engine.dim))
+    fd = empty_frames(len(paths), frames, int(engine.dim))
     for i, p in enumerate(tqdm(paths, desc=desc, unit="img", disable=not progress,
                                mininterval=1.0, leave=False)):
         img0 = cv2.imread(str(p), cv2.IMREAD_COLOR)
@@ -245,8 +262,6 @@ def track_events(frames: Iterable[tuple[str, float]], min_embeddings: int) -> li
     and alerts (once per track) when it reaches the threshold; this returns that fused value
     after every frame, so the decision at any threshold can be read off afterwards.
     """
-    from edge.node.track import Track
-
     t = Track(0, np.zeros(4, np.float32), 0, 0)
     out = []
     for subject, score in frames:
@@ -334,9 +349,7 @@ class GateSetting:
     min_sharpness: float = 15.0
     measure: str = "node"  # "node": literal crop of the padded photo; "photo": photo pixels only
 
-    def section(self) -> Any:
-        from edge.config import QualitySection
-
+    def section(self) -> QualitySection:
         return QualitySection(enabled=self.enabled, min_face_px=self.min_face_px,
                               max_yaw_deg=self.max_yaw_deg, max_pitch_deg=self.max_pitch_deg,
                               min_sharpness=self.min_sharpness)
@@ -349,8 +362,6 @@ def gate_reasons(fd: FrameData, setting: GateSetting) -> np.ndarray:
     """The node's gate verdict for every frame: ``QualityGate.pre`` on box + landmarks, then
     the sharpness gate of ``QualityGate.post`` on the recorded sharpness of the aligned crop
     (``post(crop)`` is ``sharpness(crop) >= min_sharpness``; checked in the tests)."""
-    from edge.face import quality as q
-
     gate = q.QualityGate(setting.section())
     sharp = fd.sharp_node if setting.measure == "node" else fd.sharp_photo
     out = np.full(fd.ok.shape, NO_FACE, dtype=object)
@@ -371,7 +382,7 @@ class Half:
     """One split half, in ``run.py``'s pool order, with every image's frames."""
 
     name: str
-    pool: Any  # edge.lab.evaluation.run._Pool built from frame 0 (the photos themselves)
+    pool: R.Pool  # built from frame 0 (the photos themselves)
     person: np.ndarray  # person key per pool image (aliases merged by the exclusion list)
     fd: FrameData
     gallery: np.ndarray  # pool indices enrolled (run.py's enrolment)
@@ -391,23 +402,22 @@ def _concat(parts: Sequence[FrameData]) -> FrameData:
 def build_halves(sets: Sequence[tuple[Any, FrameData]], exclusions: Any = None,
                  salt: str | None = None) -> dict[str, Half]:
     """Both halves with exactly ``edge eval``'s split, enrolment and alias handling."""
-    from edge.lab.evaluation import run as R
-    from edge.lab.evaluation.datasets import SPLIT_SALT, split_of
-
     salt = salt or SPLIT_SALT
-    pools = R._build_pools([(fs, fd.emb[:, 0], fd.ok[:, 0]) for fs, fd in sets], salt)
+    pools = R.build_pools([(fs, fd.emb[:, 0], fd.ok[:, 0]) for fs, fd in sets], salt)
     out = {}
     for half, pool in pools.items():
-        parts, names = [], []
+        parts: list[FrameData] = []
+        names: list[str] = []
         for fs, fd in sets:
             sel = [i for i, it in enumerate(fs.items) if split_of(it.identity, salt) == half]
-            sel.sort(key=lambda i, fs=fs: (fs.items[i].identity, fs.items[i].path.name))
+            items = fs.items
+            sel.sort(key=lambda i: (items[i].identity, items[i].path.name))
             parts.append(_take(fd, sel))
             names.extend(fs.items[i].path.name for i in sel)
         if names != pool.names:
             raise RuntimeError("frame data is not in edge eval's pool order")
-        person = R._person_keys(pool, exclusions)
-        os_ = R._open_set(pool, person)
+        person = R.person_keys(pool, exclusions)
+        os_ = R.open_set(pool, person)
         out[half] = Half(half, pool, person, _concat(parts), os_.gallery, os_.mated, os_.nonmated)
     return out
 
@@ -642,17 +652,12 @@ class FusionOptions:
 
 
 def _ci(k: int, n: int) -> list[float]:
-    from edge.lab.evaluation import metrics as M
-
     return list(M.binomial_ci(k, n)) if n else [0.0, 1.0]
 
 
 def _point(outc_m: TrackOutcome, n_m: int, nm_scores: np.ndarray, imp: dict[str, ImpostorScores],
            t: float, k: int, N: int, target: float) -> dict[str, Any]:
     """Report-half figures at one threshold."""
-    from edge.lab.evaluation import metrics as M
-    from edge.lab.evaluation.run import _max_vouched_watchlist
-
     tp = float(tpir_from_intervals(outc_m.mated_intervals(k), n_m, [t])[0])
     hits = int(round(tp * n_m))
     fa = int(np.sum(nm_scores >= t))
@@ -669,7 +674,7 @@ def _point(outc_m: TrackOutcome, n_m: int, nm_scores: np.ndarray, imp: dict[str,
             "fmr": r.rate, "fmr_k": kk, "fmr_n": a.n, "fmr_hi": r.hi,
             "fpir_at_n": float(M.fpir_at_watchlist_size(r.rate, N)[0]),
             "fpir_at_n_upper": float(M.fpir_at_watchlist_size(r.hi, N)[0]),
-            "max_vouched_watchlist": _max_vouched_watchlist(r.hi, target),
+            "max_vouched_watchlist": R.max_vouched_watchlist(r.hi, target),
         })
     return row
 
@@ -679,8 +684,6 @@ def _group_rows(h: Half, tracks_m: Sequence[PseudoTrack], outc_m: TrackOutcome,
                 imp: dict[str, ImpostorScores], k: int, t: float) -> dict[str, Any]:
     """Per group at threshold t: TPIR of mated tracks, open-set FPIR of non-mated tracks and
     within-group FMR, each with the ratio to the pooled rate of that grouping."""
-    from edge.lab.evaluation import metrics as M
-
     out: dict[str, Any] = {}
     for g in h.pool.primary:
         lab = h.pool.groups[g]
@@ -716,34 +719,20 @@ def _group_rows(h: Half, tracks_m: Sequence[PseudoTrack], outc_m: TrackOutcome,
     return out
 
 
-def run_fusion(opts: FusionOptions, engine: Any = None) -> dict[str, Any]:
+def run_fusion(opts: FusionOptions, engine: FaceEngine | None = None) -> dict[str, Any]:
     """Per-track TPIR/FPIR (both pseudo-track kinds, k = 1..frames, each min_embeddings)
     and the quality gates' effect, calibrated on the calibration half and reported on the
     report half. Returns a JSON-able dict (counts, rates, thresholds; no face data)."""
-    from edge.lab.evaluation import metrics as M
-    from edge.lab.evaluation import run as R
-    from edge.lab.evaluation.datasets import (
-        CALIBRATION,
-        REPORT,
-        SPLIT_SALT,
-        load_exclusions,
-        load_face_set,
-    )
-
     salt = opts.salt or SPLIT_SALT
-    id_set = R._limit(load_face_set(opts.identities), opts.limit_identities, salt, True)
+    id_set = R.limit_subset(load_face_set(opts.identities), opts.limit_identities, salt, True)
     sets_fs = [id_set]
     if opts.impostors is not None:
-        imp_set = R._limit(load_face_set(opts.impostors), opts.limit_impostors, salt, False)
+        imp_set = R.limit_subset(load_face_set(opts.impostors), opts.limit_impostors, salt, False)
         if imp_set.identity_labelled:
-            from edge.lab.evaluation.datasets import FaceSet
-
             imp_set = FaceSet(imp_set.root, imp_set.name, "impostor", imp_set.items)
         sets_fs.append(imp_set)
     ex = load_exclusions(opts.exclusions)
     if engine is None:
-        from edge.face.photos import FaceEngine
-
         engine = FaceEngine.from_config()
     sets = [(fs, extract_frames([it.path for it in fs.items], engine, frames=opts.frames,
                                 pad=opts.pad, cache_dir=opts.cache_dir, use_cache=opts.use_cache,
@@ -850,8 +839,10 @@ def run_fusion(opts: FusionOptions, engine: Any = None) -> dict[str, Any]:
 
 
 def _reason_counts(r: np.ndarray) -> dict[str, int]:
-    vals, cnt = np.unique(np.asarray(r, dtype=str), return_counts=True) if r.size else ([], [])
-    out = {str(v): int(c) for v, c in zip(vals, cnt, strict=True)}
+    out: dict[str, int] = {}
+    if r.size:
+        vals, cnt = np.unique(np.asarray(r, dtype=str), return_counts=True)
+        out = {str(v): int(c) for v, c in zip(vals, cnt, strict=True)}
     out["total"] = int(r.size)
     return out
 
@@ -861,9 +852,6 @@ def _k_row(halves: dict[str, Half], tracks: dict[str, tuple[list, list]],
            imps: dict[str, dict[tuple[int, int], dict[str, ImpostorScores]]],
            k: int, m: int, opts: FusionOptions, req: float) -> dict[str, Any]:
     """Calibrate on the calibration half, measure on the report half, for k frames, m."""
-    from edge.lab.evaluation import metrics as M
-    from edge.lab.evaluation.datasets import CALIBRATION, REPORT
-
     N, target = opts.watchlist_size, opts.target_fpir
     c_m, c_n = outc[CALIBRATION]
     r_m, r_n = outc[REPORT]
@@ -937,8 +925,6 @@ def _cross(aug_row: dict[str, Any], outc_m: TrackOutcome, n_m: int, k: int) -> d
 
 def _curves(outc: tuple[TrackOutcome, TrackOutcome], n_m: int, imp: dict[str, ImpostorScores],
             k: int, grid: np.ndarray, N: int) -> dict[str, list[float]]:
-    from edge.lab.evaluation import metrics as M
-
     om, on = outc
     tp = tpir_from_intervals(om.mated_intervals(k), n_m, grid)
     nm = on.alarm_scores(k)
