@@ -11,12 +11,12 @@ headless Chromium signed in to the tablet app (Debian ``chromium`` at /usr/bin/c
    node itself (``edge run``) on a camera-paced clip made from insightface's sample group photo,
    in which the enrolled person walks in and out of view ``--appearances`` times (one track,
    one alert each; ``alerts.cooldown_s = 0``). ``captured_at`` is when the node read the
-   frame, so this is the full capture -> card-rendered latency the issue asks for (the clip is
+   frame, so this is the full capture -> card-rendered latency the goal is stated for (the clip is
    read as a file, every frame processed as fast as it decodes, not paced like a camera).
 
 Per alert: ``to_hub`` = hub store ``received_at`` - ``captured_at``; ``to_card`` = the card's
 ``data-rendered-at`` (two animation frames after insertion, i.e. painted) - ``captured_at``;
-``to_images`` = both images loaded. Goals (issue 5): p95 <= 250 ms to the hub and <= 1 s to
+``to_images`` = both images loaded. Goals: p95 <= 250 ms to the hub and <= 1 s to
 the rendered card.
 
     python benchmarks/latency_hub.py                       # ~1 min
