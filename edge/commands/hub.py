@@ -1,4 +1,8 @@
-"""``edge hub``: run the alert hub and tablet web app; manage officers; export the record."""
+"""``edge hub``: run the alert hub and tablet web app; manage officers; export the record.
+
+The hub's web stack is the ``[hub]`` extra: it is imported at the top of this module so that,
+without it, ``edge.cli`` registers a stand-in command naming the install instead.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,12 @@ from typing import Any
 import click
 
 from edge.errors import EdgeError
+from edge.exporter import serve_metrics
 from edge.hub.config import HubConfig, load_hub_config
+from edge.hub.officers import add_officer, remove_officer
+from edge.hub.service import Hub
+from edge.hub.store import HubStore
+from edge.hub.web import HubServer
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +66,6 @@ def hub(ctx: click.Context, config_path: Path | None, bind: str | None, http_hos
 
 def run_hub(cfg: HubConfig) -> None:
     """Start hub, metrics endpoint and web app; block until SIGINT/SIGTERM."""
-    from edge.exporter import serve_metrics
-    from edge.hub.service import Hub
-    from edge.hub.web import HubServer
-
     if not Path(cfg.store.officers_file).exists():
         log.warning("no officers file at %s: nobody can sign in (edge hub add-officer NAME)",
                     cfg.store.officers_file)
@@ -89,8 +94,6 @@ def run_hub(cfg: HubConfig) -> None:
 def add_officer_cmd(ctx: click.Context, name: str, config_path: Path | None,
                     password_stdin: bool, replace: bool) -> None:
     """Add an officer who may sign in to the tablet app (prompts for the password)."""
-    from edge.hub.officers import add_officer
-
     cfg = _cfg(ctx, config_path)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -106,9 +109,6 @@ def add_officer_cmd(ctx: click.Context, name: str, config_path: Path | None,
 @click.pass_context
 def remove_officer_cmd(ctx: click.Context, name: str, config_path: Path | None) -> None:
     """Remove an officer (their open sessions end too)."""
-    from edge.hub.officers import remove_officer
-    from edge.hub.store import HubStore
-
     cfg = _cfg(ctx, config_path)
     remove_officer(Path(cfg.store.officers_file), name)
     if Path(cfg.store.path).exists():
@@ -127,8 +127,6 @@ def remove_officer_cmd(ctx: click.Context, name: str, config_path: Path | None) 
 def export_record(ctx: click.Context, config_path: Path | None, out: Path,
                   deployment: str | None) -> None:
     """Write the deployment record: faces seen, alerts, confirmed, rejected, per camera."""
-    from edge.hub.store import HubStore
-
     cfg = _cfg(ctx, config_path)
     if not Path(cfg.store.path).exists():
         raise EdgeError(f"hub store not found: {cfg.store.path}")

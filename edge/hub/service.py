@@ -1,34 +1,45 @@
-"""The hub's core: ZeroMQ ROUTER loop, store, decision dispatch, retention, live event bus.
+"""The hub's core: alerts stored and acked, decisions dispatched, retention, live event bus.
 
-Threads: one ZeroMQ thread owns the ROUTER (alerts in, acks/decisions out); the web app
-(uvicorn, asyncio) reads the store and pushes decisions through :meth:`Hub.decide`, which
-wakes the ZeroMQ thread through a pipe. New alerts reach open tablet streams through
-:class:`EventBus`, which hands events from the ZeroMQ thread to the asyncio loop.
+Threads: the router thread (``edge.hub.router``) owns the ZeroMQ socket and hands every node
+message to :meth:`Hub.handle`; the web app (uvicorn, asyncio) reads the store and pushes
+decisions through :meth:`Hub.decide`, which wakes the router thread. New alerts reach open
+tablet streams through :class:`EventBus`, which hands events from the router thread to the
+asyncio loop. Messages are built and validated by ``edge.link.schema``; this module never
+touches a socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import zmq
-
 from edge.hub.config import HubConfig
 from edge.hub.metrics import HubMetrics
 from edge.hub.officers import Officers
+from edge.hub.router import HubRouter, Incoming
 from edge.hub.store import HubStore
-from edge.link import zeromq as tp
-from edge.link.schema import AlertFormatError, decode_with_reference
+from edge.link.schema import (
+    ALERT,
+    DECISION_ACK,
+    DECISIONS,
+    HEARTBEAT,
+    Ack,
+    AlertFormatError,
+    Decision,
+    HeartbeatAck,
+    MessageError,
+    Nack,
+    decode_with_reference,
+    parse_decision_ack,
+    parse_heartbeat,
+)
 
 log = logging.getLogger(__name__)
 
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _DECISION_RESEND_S = 2.0
 
 
@@ -93,14 +104,8 @@ class Hub:
         self.bus = EventBus()
         self.store: HubStore | None = None
         self.officers = Officers(Path(cfg.store.officers_file))
-        self._ctx: zmq.Context | None = None
-        self._hs: tp.HubSocket | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._routes: dict[str, bytes] = {}
+        self._router: HubRouter | None = None
+        self._routes: dict[str, bytes] = {}  # node_id -> where the router reaches it
         self._last_seen: dict[str, float] = {}
         self._next_purge = 0.0
         self.endpoint: str | None = None
@@ -112,52 +117,34 @@ class Hub:
         self.store = HubStore(Path(self.cfg.store.path))
         for n in self.store.nodes():
             self._last_seen[n["node_id"]] = 0.0  # known, but not heard since this start
-        self._ctx = zmq.Context()
         try:
-            self._hs = tp.HubSocket(
-                self._ctx, self.cfg.zmq.bind, self.cfg.curve(), on_refused=self._handshake_refused
-            )
+            self._router = HubRouter(self.cfg.zmq.bind, self.cfg.curve(), self)
         except Exception:
-            self._ctx.term()
             self.store.close()
             raise
-        self.endpoint = self._hs.endpoint
+        self.endpoint = self._router.endpoint
         self.purge()
-        self._thread = threading.Thread(target=self._run, name="hub-zmq", daemon=True)
-        self._thread.start()
+        self._router.start()
         log.info("hub listening for nodes on %s", self.endpoint)
         return self
 
     def stop(self) -> None:
         self.stopping = True
         self.bus.publish(None)
-        self._stop.set()
-        self._wake()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._router is not None:
+            self._router.stop()
+            self._router = None
         if self.store is not None:
             self.store.close()
             self.store = None
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
 
     # -- used by the web app ------------------------------------------------------------
 
     def decide(self, alert_id: str, decision: str, officer: str) -> tuple[str, dict[str, Any] | None]:
         """Record an officer's decision and queue it for the node; ("ok"|..., card)."""
         assert self.store is not None
-        if decision not in tp.DECISIONS:
-            raise ValueError("decision must be one of " + ", ".join(tp.DECISIONS))
+        if decision not in DECISIONS:
+            raise ValueError("decision must be one of " + ", ".join(DECISIONS))
         now = time.time()
         status, card = self.store.decide(
             alert_id, decision, officer, now, self.cfg.retention.purge_rejected_probe
@@ -166,14 +153,15 @@ class Hub:
             self.metrics.decisions.labels(decision).inc()
             self.metrics.decision_latency.observe(max(0.0, now - card["received_at"]))
             self.bus.publish({"type": "decision", "card": card_event(card)})
-            self._wake()
+            if self._router is not None:
+                self._router.wake()
         return status, card
 
     def node_status(self) -> list[dict[str, Any]]:
         """Every known node with whether it was heard within ``node_lost_after_s``."""
         now = time.time()
         lost_after = self.cfg.ui.node_lost_after_s
-        seen = dict(self._last_seen)  # a copy: the ZeroMQ thread updates it
+        seen = dict(self._last_seen)  # a copy: the router thread updates it
         names = set(seen) | set(self.cfg.ui.expected_nodes)
         cams = {}
         if self.store is not None:
@@ -203,106 +191,75 @@ class Hub:
             self.bus.publish({"type": "purged"})
         return res
 
-    # -- ZeroMQ thread ------------------------------------------------------------------
+    # -- called on the router thread (edge.hub.router.NodeMessages) ---------------------
 
-    def _handshake_refused(self, reason: str) -> None:
+    def handshake_refused(self, reason: str) -> None:
         self.metrics.handshakes_refused.labels(reason).inc()
+
+    def woken(self) -> None:
+        self._push_decisions(only_new=True)
+
+    def tick(self, now: float) -> None:
+        self.metrics.nodes_online.set(
+            sum(1 for t in self._last_seen.values() if now - t <= self.cfg.ui.node_lost_after_s)
+        )
+        if now >= self._next_purge:
+            self._next_purge = now + self.cfg.retention.purge_interval_s
+            try:
+                self.purge(now)
+            except Exception:
+                log.exception("retention purge failed")
+
+    def handle(self, msg: Incoming) -> None:
+        try:
+            self._dispatch(msg)
+        except Exception:
+            # Whatever a node sends, the hub keeps running.
+            self._refuse("internal")
+            log.exception("error handling a node message")
 
     def _refuse(self, reason: str) -> None:
         self.metrics.messages_refused.labels(reason).inc()
 
-    def _run(self) -> None:
-        assert self._hs is not None and self._ctx is not None
-        hs = self._hs
-        poller = zmq.Poller()
-        poller.register(hs.sock, zmq.POLLIN)
-        poller.register(hs.monitor, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
-        try:
-            while not self._stop.is_set():
-                events = dict(poller.poll(250))
-                if self._wake_r in events:
-                    try:
-                        while os.read(self._wake_r, 4096):
-                            pass
-                    except OSError:
-                        pass
-                    self._push_decisions(only_new=True)
-                if hs.monitor in events:
-                    hs.handle_monitor()
-                if hs.sock in events:
-                    for _ in range(1000):
-                        try:
-                            frames = hs.sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        try:
-                            self._handle(frames)
-                        except Exception:
-                            # Whatever a node sends, the hub keeps running.
-                            self._refuse("internal")
-                            log.exception("error handling a node message")
-                now = time.time()
-                self.metrics.nodes_online.set(
-                    sum(1 for t in self._last_seen.values()
-                        if now - t <= self.cfg.ui.node_lost_after_s)
-                )
-                if now >= self._next_purge:
-                    self._next_purge = now + self.cfg.retention.purge_interval_s
-                    try:
-                        self.purge(now)
-                    except Exception:
-                        log.exception("retention purge failed")
-        finally:
-            hs.close()
-            self._ctx.term()
+    def _reply(self, route: bytes, frames: list[bytes]) -> bool:
+        return self._router is not None and self._router.send(route, frames)
 
-    def _send(self, ident: bytes, frames: list[bytes]) -> bool:
-        assert self._hs is not None
-        try:
-            self._hs.sock.send_multipart([ident, *frames], zmq.NOBLOCK)
-            return True
-        except (zmq.Again, zmq.ZMQError):
-            return False  # node gone; it will resend / we will re-push on its next heartbeat
-
-    def _handle(self, msg: list[zmq.Frame]) -> None:
-        assert self._hs is not None and self.store is not None
-        if len(msg) < 2:
+    def _dispatch(self, msg: Incoming) -> None:
+        if not msg.frames:
             self._refuse("frames")
             return
-        ident = msg[0].bytes
-        peer = self._hs.peer_name(msg[1])
-        frames = [f.bytes for f in msg[1:]]
-        tag = frames[0]
-        if tag == tp.ALERT:
-            self._on_alert(ident, peer, frames)
-        elif tag == tp.HEARTBEAT:
-            self._on_heartbeat(ident, peer, frames)
-        elif tag == tp.DECISION_ACK:
-            self._on_decision_ack(ident, peer, frames)
+        tag = msg.frames[0]
+        if tag == ALERT:
+            self._on_alert(msg)
+        elif tag == HEARTBEAT:
+            self._on_heartbeat(msg)
+        elif tag == DECISION_ACK:
+            self._on_decision_ack(msg)
         else:
             self._refuse("unknown_type")
 
-    def _on_alert(self, ident: bytes, peer: str | None, frames: list[bytes]) -> None:
+    def _heard(self, node_id: str, route: bytes, now: float) -> bool:
+        """Remember where the node is; True if it was not online before this message."""
+        was_online = now - self._last_seen.get(node_id, 0.0) <= self.cfg.ui.node_lost_after_s
+        self._routes[node_id] = route
+        self._last_seen[node_id] = now
+        return not was_online
+
+    def _on_alert(self, msg: Incoming) -> None:
         assert self.store is not None
         now = time.time()
         try:
-            alert, probe, ref = decode_with_reference(frames)
+            alert, probe, ref = decode_with_reference(msg.frames)
         except AlertFormatError as exc:
             self._refuse(exc.reason)
             log.warning("refused malformed alert (%s)", exc.reason)
             return
-        if peer is not None and alert.node_id != peer:
+        if msg.peer is not None and alert.node_id != msg.peer:
             self._refuse("node_id_mismatch")
-            log.warning("refused alert: node_id does not match the sender's key (%s)", peer)
-            self._send(ident, tp.control(tp.NACK, {"alert_id": alert.alert_id,
-                                                    "reason": "node_id_mismatch"}))
+            log.warning("refused alert: node_id does not match the sender's key (%s)", msg.peer)
+            self._reply(msg.route, Nack(alert.alert_id, "node_id_mismatch").to_frames())
             return
-        was_online = (now - self._last_seen.get(alert.node_id, 0.0)
-                      <= self.cfg.ui.node_lost_after_s)
-        self._routes[alert.node_id] = ident
-        self._last_seen[alert.node_id] = now
-        if not was_online:
+        if self._heard(alert.node_id, msg.route, now):
             self.bus.publish({"type": "nodes"})
         new = self.store.insert_alert(alert, probe, ref, now)
         if new:
@@ -311,70 +268,41 @@ class Hub:
         else:
             self.metrics.alerts_duplicate.inc()
         # Ack only after the row is committed: a crash before this means a re-send.
-        self._send(ident, tp.control(tp.ACK, {"alert_id": alert.alert_id,
-                                              "status": "stored" if new else "duplicate"}))
+        self._reply(msg.route, Ack(alert.alert_id, "stored" if new else "duplicate").to_frames())
         if new:
             card = self.store.get_alert(alert.alert_id)
             if card is not None:
                 self.bus.publish({"type": "alert", "card": card_event(card)})
 
-    def _on_heartbeat(self, ident: bytes, peer: str | None, frames: list[bytes]) -> None:
+    def _on_heartbeat(self, msg: Incoming) -> None:
         assert self.store is not None
         try:
-            body = tp.parse_control(frames, ("node_id", "run_id", "sent_at"))
-        except tp.MessageError as exc:
+            beat = parse_heartbeat(msg.frames)
+        except MessageError as exc:
             self._refuse(exc.reason)
             return
-        node_id, run_id = body["node_id"], body["run_id"]
-        camera = body.get("camera", "")
-        counts = body.get("counts", {})
-        pending = body.get("pending", 0)
-        if not (isinstance(node_id, str) and 0 < len(node_id) <= 64):
-            self._refuse("field")
-            return
-        if not (isinstance(run_id, str) and _HEX32.match(run_id)):
-            self._refuse("field")
-            return
-        if not isinstance(camera, str) or len(camera) > 256:
-            self._refuse("field")
-            return
-        if not isinstance(counts, dict) or len(counts) > 32 or not all(
-            isinstance(k, str) and len(k) <= 32 and isinstance(v, int) and not isinstance(v, bool)
-            and 0 <= v < 2**53
-            for k, v in counts.items()
-        ):
-            self._refuse("field")
-            return
-        if not isinstance(pending, int) or isinstance(pending, bool):
-            pending = 0
-        if peer is not None and node_id != peer:
+        if msg.peer is not None and beat.node_id != msg.peer:
             self._refuse("node_id_mismatch")
             return
         now = time.time()
-        was_online = now - self._last_seen.get(node_id, 0.0) <= self.cfg.ui.node_lost_after_s
-        self._routes[node_id] = ident
-        self._last_seen[node_id] = now
+        newly_online = self._heard(beat.node_id, msg.route, now)
         self.metrics.heartbeats.inc()
-        self.store.node_heartbeat(node_id, camera, run_id, counts, pending, now)
-        self._send(ident, tp.control(tp.HEARTBEAT_ACK, {"sent_at": body["sent_at"],
-                                                        "hub_time": now}))
-        if not was_online:
-            log.info("node %s connected", node_id)
+        self.store.node_heartbeat(beat.node_id, beat.camera, beat.run_id, beat.counts,
+                                  beat.pending, now)
+        self._reply(msg.route, HeartbeatAck(beat.sent_at, now).to_frames())
+        if newly_online:
+            log.info("node %s connected", beat.node_id)
             self.bus.publish({"type": "nodes"})
-        self._push_decisions(node_id=node_id)
+        self._push_decisions(node_id=beat.node_id)
 
-    def _on_decision_ack(self, ident: bytes, peer: str | None, frames: list[bytes]) -> None:
+    def _on_decision_ack(self, msg: Incoming) -> None:
         assert self.store is not None
         try:
-            body = tp.parse_control(frames, ("decision_id",))
-        except tp.MessageError as exc:
+            ack = parse_decision_ack(msg.frames)
+        except MessageError as exc:
             self._refuse(exc.reason)
             return
-        did = body["decision_id"]
-        if not (isinstance(did, str) and _HEX32.match(did)):
-            self._refuse("field")
-            return
-        if self.store.mark_decision_delivered(did, peer):
+        if self.store.mark_decision_delivered(ack.decision_id, msg.peer):
             self.metrics.decisions_delivered.inc()
 
     def _push_decisions(self, node_id: str | None = None, only_new: bool = False) -> None:
@@ -383,15 +311,10 @@ class Hub:
         now = time.time()
         sent_before = 0.0 if only_new else now - _DECISION_RESEND_S
         for d in self.store.undelivered_decisions(node_id, sent_before=sent_before):
-            ident = self._routes.get(d["node_id"])
-            if ident is None:
+            route = self._routes.get(d["node_id"])
+            if route is None:
                 continue
-            body = {
-                "decision_id": d["decision_id"],
-                "alert_id": d["alert_id"],
-                "decision": d["decision"],
-                "officer": d["officer"],
-                "decided_at": d["decision_at"],
-            }
-            if self._send(ident, tp.control(tp.DECISION, body)):
+            decision = Decision(d["decision_id"], d["alert_id"], d["decision"], d["officer"],
+                                d["decision_at"])
+            if self._reply(route, decision.to_frames()):
                 self.store.mark_decision_sent(d["decision_id"], now)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import EdgeError
-from edge.link.schema import Alert
+from edge.link.schema import DECISIONS, Alert
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts(
@@ -214,7 +214,7 @@ class HubStore:
         self, alert_id: str, decision: str, officer: str, now: float, purge_probe: bool
     ) -> tuple[str, dict[str, Any] | None]:
         """Record the first decision on an alert: ("ok"|"not_found"|"already", card)."""
-        if decision not in ("confirm", "reject", "no_action"):  # also a column name below
+        if decision not in DECISIONS:  # also a column name below
             raise ValueError("bad decision value")
         did = uuid.uuid4().hex
         with self._lock:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Any
 
 import cv2
 import numpy as np
@@ -21,14 +23,13 @@ def synthetic_jpeg(seed: int = 0, size: int = 112) -> bytes:
 
 
 def synthetic_alert(node_id: str = "node-1", camera: str = "camera-1", n: int = 0,
-                    **over: object) -> Alert:
-    """A schema-valid alert header for subject ``s{n}``."""
+                    **over: Any) -> Alert:
+    """A schema-valid alert header for subject ``s{n}``; ``over`` replaces any field."""
     now = time.time()
-    fields: dict[str, object] = dict(
+    alert = Alert(
         node_id=node_id, camera=camera, deployment_id="dep-test", track_id=n,
         subject_id=f"s{n % 7}", display_name=f"Test Subject {n % 7}", category="test",
         score=0.62, threshold=0.45, captured_at=now, decided_at=now, frame_index=n,
         bbox=[10, 20, 64, 64], reference_image_id=f"s{n % 7}/0",
     )
-    fields.update(over)
-    return Alert(**fields)  # type: ignore[arg-type]
+    return dataclasses.replace(alert, **over)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import socket
 import threading
 import time
@@ -30,13 +29,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge.errors import EdgeError
 from edge.hub.service import Hub, card_event
-from edge.link.zeromq import DECISIONS
+from edge.link.schema import DECISIONS, is_id
 
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent / "static"
 COOKIE = "edge_session"
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -186,7 +184,7 @@ def create_app(hub: Hub) -> FastAPI:
     def get_alert(alert_id: str, request: Request) -> dict[str, Any]:
         require(request)
         assert hub.store is not None
-        card = hub.store.get_alert(alert_id) if _HEX32.match(alert_id) else None
+        card = hub.store.get_alert(alert_id) if is_id(alert_id) else None
         if card is None:
             raise HTTPException(status_code=404)
         return card_event(card)
@@ -195,7 +193,7 @@ def create_app(hub: Hub) -> FastAPI:
     def image(alert_id: str, which: str, request: Request) -> Response:
         require(request)
         assert hub.store is not None
-        if not _HEX32.match(alert_id) or which not in ("probe", "reference"):
+        if not is_id(alert_id) or which not in ("probe", "reference"):
             raise HTTPException(status_code=404)
         data = hub.store.image(alert_id, which)
         if data is None:
@@ -214,11 +212,11 @@ def create_app(hub: Hub) -> FastAPI:
         except (ValueError, UnicodeDecodeError):
             data = None
         decision = data.get("decision") if isinstance(data, dict) else None
-        if decision not in DECISIONS:
+        if not isinstance(decision, str) or decision not in DECISIONS:
             hub.metrics.decisions_refused.labels("bad_value").inc()
             raise HTTPException(status_code=400, detail="decision must be one of "
                                 + ", ".join(DECISIONS))
-        if not _HEX32.match(alert_id):
+        if not is_id(alert_id):
             hub.metrics.decisions_refused.labels("not_found").inc()
             raise HTTPException(status_code=404)
         status, card = await run_in_threadpool(hub.decide, alert_id, decision, officer)

@@ -1,17 +1,26 @@
-"""Alert schema v1: the only message that leaves the pipeline.
+"""The link's whole wire vocabulary: alert schema v1 and the control messages around it.
 
 An alert is a prompt for a human, so it carries exactly what an officer needs to judge a
 match (the matched probe crop, the watchlist reference image and a small JSON header) and
-nothing else. Decoding is strict: the hub accepts traffic from the network, so any frame
-that is malformed, oversized or carries unknown fields is refused with a short reason code
-(used as a metric label). Error messages name fields, never payload bytes.
+nothing else. Decoding is strict on both ends: the hub accepts traffic from the network and
+the node from the hub, so any message that is malformed, oversized or carries unknown alert
+fields is refused with a short reason code (used as a metric label). Error messages name
+fields, never payload bytes.
 
-Wire format (ZeroMQ multipart)::
+Every message is a list of frames whose frame 0 is its type tag::
 
-    frame 0  b"edge.alert.v1"
-    frame 1  UTF-8 JSON header (<= 16 KiB)
-    frame 2  JPEG of the probe crop (the matched face only, <= 1 MiB)
-    frame 3  optional JPEG of the matched watchlist reference image (<= 1 MiB)
+    edge.alert.v1          node -> hub  [tag, JSON header <= 16 KiB, probe JPEG <= 1 MiB,
+                                         optional reference JPEG <= 1 MiB]
+    edge.ack.v1            hub -> node  {alert_id, status: stored|duplicate}
+    edge.nack.v1           hub -> node  {alert_id, reason}: permanent refusal
+    edge.heartbeat.v1      node -> hub  {node_id, camera, run_id, sent_at, pending, counts}
+    edge.heartbeat-ack.v1  hub -> node  {sent_at, hub_time}
+    edge.decision.v1       hub -> node  {decision_id, alert_id, decision, officer, decided_at}
+    edge.decision-ack.v1   node -> hub  {decision_id}
+
+Control bodies are one compact JSON object (<= 16 KiB). Each has a dataclass here that
+encodes it (``to_frames``) and one ``parse_*`` validator that the receiving end uses, so
+both ends agree on one rule per field; transports (ZeroMQ today) only move the frames.
 """
 
 from __future__ import annotations
@@ -21,8 +30,9 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar, TypeGuard
 
 from edge.errors import EdgeError
 
@@ -32,7 +42,38 @@ MAX_HEADER_BYTES = 16 * 1024
 MAX_JPEG_BYTES = 1024 * 1024
 MAX_TEXT = 256
 _JPEG_MAGIC = b"\xff\xd8\xff"
-_ALERT_ID = re.compile(r"^[0-9a-f]{32}$")
+
+ALERT = SCHEMA_TAG
+ACK = b"edge.ack.v1"
+NACK = b"edge.nack.v1"
+HEARTBEAT = b"edge.heartbeat.v1"
+HEARTBEAT_ACK = b"edge.heartbeat-ack.v1"
+DECISION = b"edge.decision.v1"
+DECISION_ACK = b"edge.decision-ack.v1"
+MAX_CONTROL_BYTES = 16 * 1024
+DECISIONS = ("confirm", "reject", "no_action")
+ACK_STATUSES = ("stored", "duplicate")
+MAX_NAME = 64  # node ids and officer names
+MAX_REASON = 40  # nack reasons (a metric label on the node)
+MAX_COUNTS = 32  # ledger counts per heartbeat
+MAX_COUNT_NAME = 32
+MAX_COUNT = 2**53  # counts must survive JSON as exact integers
+
+# The one id rule of the link: alert, decision and run ids are uuid4 hex.
+ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+
+
+def is_id(value: object) -> TypeGuard[str]:
+    """True for a 32-character lowercase hex string (a uuid4 hex alert/decision/run id)."""
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
+
+
+def new_alert_id() -> str:
+    """A fresh uuid4 hex id: unique per alert, the key for acks and de-duplication."""
+    return uuid.uuid4().hex
+
+
+# -- alert schema v1 ------------------------------------------------------------------------
 
 
 class AlertFormatError(EdgeError):
@@ -45,11 +86,6 @@ class AlertFormatError(EdgeError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-def new_alert_id() -> str:
-    """A fresh uuid4 hex id: unique per alert, the key for acks and de-duplication."""
-    return uuid.uuid4().hex
 
 
 @dataclass(kw_only=True)
@@ -110,7 +146,7 @@ def validate(alert: Alert) -> Alert:
             raise _bad(name, "must not be empty")
         if len(v) > MAX_TEXT:
             raise _bad(name, f"longer than {MAX_TEXT} characters")
-    if not _ALERT_ID.match(alert.alert_id):
+    if not is_id(alert.alert_id):
         raise _bad("alert_id", "must be 32 lowercase hex characters (uuid4 hex)")
     for name in _INT_FIELDS:
         v = getattr(alert, name)
@@ -217,3 +253,182 @@ def describe(alert: Alert) -> str:
         f"subject={alert.subject_id} score={alert.score:.3f} thr={alert.threshold:.2f} "
         f"track={alert.track_id} id={alert.alert_id[:8]}"
     )
+
+
+# -- control messages -----------------------------------------------------------------------
+
+
+class MessageError(Exception):
+    """A control message is malformed; ``reason`` is a short code for counting."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def control(tag: bytes, body: dict[str, Any]) -> list[bytes]:
+    """A control message: [tag, compact JSON]."""
+    return [tag, json.dumps(body, separators=(",", ":")).encode()]
+
+
+def parse_control(frames: Sequence[bytes], expect_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Decode [tag, JSON object] strictly; raises MessageError with a reason code."""
+    if len(frames) != 2:
+        raise MessageError("frames", "control message must have 2 frames")
+    raw = bytes(frames[1])
+    if len(raw) > MAX_CONTROL_BYTES:
+        raise MessageError("control_size", "control message too large")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise MessageError("json", "control message is not UTF-8 JSON") from None
+    if not isinstance(body, dict):
+        raise MessageError("json", "control message is not a JSON object")
+    for k in expect_keys:
+        if k not in body:
+            raise MessageError("field", f"control message lacks {k}")
+    return body
+
+
+@dataclass(frozen=True)
+class _Control:
+    """A control body; field order is the JSON key order on the wire."""
+
+    TAG: ClassVar[bytes]
+
+    def to_frames(self) -> list[bytes]:
+        """The multipart message [tag, compact JSON body]."""
+        return control(self.TAG, asdict(self))
+
+
+@dataclass(frozen=True)
+class Ack(_Control):
+    """Hub -> node: the alert's row is committed (``stored``) or already was (``duplicate``)."""
+
+    TAG: ClassVar[bytes] = ACK
+    alert_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Nack(_Control):
+    """Hub -> node: the alert is refused for good (re-sending the same bytes cannot help)."""
+
+    TAG: ClassVar[bytes] = NACK
+    alert_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Heartbeat(_Control):
+    """Node -> hub, every interval: liveness, outbox backlog and cumulative ledger counts."""
+
+    TAG: ClassVar[bytes] = HEARTBEAT
+    node_id: str
+    camera: str
+    run_id: str
+    # Echoed back in the heartbeat-ack as received: only the sender interprets it.
+    sent_at: Any
+    pending: int
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class HeartbeatAck(_Control):
+    """Hub -> node: the hub is alive. Nodes take its arrival as the signal, not its body."""
+
+    TAG: ClassVar[bytes] = HEARTBEAT_ACK
+    sent_at: Any
+    hub_time: float
+
+
+@dataclass(frozen=True)
+class Decision(_Control):
+    """Hub -> node: an officer's decision on an alert, re-sent until the node acks it."""
+
+    TAG: ClassVar[bytes] = DECISION
+    decision_id: str
+    alert_id: str
+    decision: str
+    officer: str
+    decided_at: float
+
+
+@dataclass(frozen=True)
+class DecisionAck(_Control):
+    """Node -> hub: the decision is in the node's audit log."""
+
+    TAG: ClassVar[bytes] = DECISION_ACK
+    decision_id: str
+
+
+def parse_ack(frames: Sequence[bytes]) -> Ack:
+    """Validate an ``edge.ack.v1``; an unknown status is kept as ``"?"`` (a countable label)."""
+    body = parse_control(frames, ("alert_id",))
+    if not is_id(body["alert_id"]):
+        raise MessageError("field", "bad alert_id in ack")
+    status = body.get("status")
+    return Ack(body["alert_id"], status if status in ACK_STATUSES else "?")
+
+
+def parse_nack(frames: Sequence[bytes]) -> Nack:
+    """Validate an ``edge.nack.v1``; the reason is cut to a short label."""
+    body = parse_control(frames, ("alert_id", "reason"))
+    if not is_id(body["alert_id"]):
+        raise MessageError("field", "bad alert_id in nack")
+    return Nack(body["alert_id"], str(body["reason"])[:MAX_REASON])
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_COUNT
+
+
+def parse_heartbeat(frames: Sequence[bytes]) -> Heartbeat:
+    """Validate an ``edge.heartbeat.v1``; camera, pending and counts may be absent."""
+    body = parse_control(frames, ("node_id", "run_id", "sent_at"))
+    node_id, run_id = body["node_id"], body["run_id"]
+    camera = body.get("camera", "")
+    counts = body.get("counts", {})
+    pending = body.get("pending", 0)
+    if not (isinstance(node_id, str) and 0 < len(node_id) <= MAX_NAME):
+        raise MessageError("field", "bad node_id in heartbeat")
+    if not is_id(run_id):
+        raise MessageError("field", "bad run_id in heartbeat")
+    if not isinstance(camera, str) or len(camera) > MAX_TEXT:
+        raise MessageError("field", "bad camera in heartbeat")
+    if not isinstance(counts, dict) or len(counts) > MAX_COUNTS or not all(
+        isinstance(k, str) and len(k) <= MAX_COUNT_NAME and _is_count(v) for k, v in counts.items()
+    ):
+        raise MessageError("field", "bad counts in heartbeat")
+    if not isinstance(pending, int) or isinstance(pending, bool):
+        pending = 0  # informational only: a bad value is not worth refusing the heartbeat
+    return Heartbeat(node_id, camera, run_id, body["sent_at"], pending, counts)
+
+
+def parse_decision(frames: Sequence[bytes]) -> Decision:
+    """Validate an ``edge.decision.v1`` (ids, one of DECISIONS, officer name, a number)."""
+    body = parse_control(frames, ("decision_id",))
+    did = body.get("decision_id")
+    aid = body.get("alert_id")
+    decision = body.get("decision")
+    officer = body.get("officer")
+    decided_at = body.get("decided_at")
+    if not is_id(did):
+        raise MessageError("field", "bad decision_id")
+    if not is_id(aid):
+        raise MessageError("field", "bad alert_id in decision")
+    if decision not in DECISIONS:
+        raise MessageError("decision", "bad decision value")
+    if not (isinstance(officer, str) and 0 < len(officer) <= MAX_NAME):
+        raise MessageError("field", "bad officer")
+    if isinstance(decided_at, bool) or not isinstance(decided_at, (int, float)):
+        raise MessageError("field", "bad decided_at")
+    return Decision(did, aid, decision, officer, float(decided_at))
+
+
+def parse_decision_ack(frames: Sequence[bytes]) -> DecisionAck:
+    """Validate an ``edge.decision-ack.v1``."""
+    body = parse_control(frames, ("decision_id",))
+    if not is_id(body["decision_id"]):
+        raise MessageError("field", "bad decision_id in decision-ack")
+    return DecisionAck(body["decision_id"])

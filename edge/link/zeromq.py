@@ -1,53 +1,41 @@
-"""ZeroMQ link between nodes (DEALER) and the hub (ROUTER), encrypted with CURVE.
+"""ZeroMQ sockets of the node <-> hub link: a DEALER per node, one ROUTER on the hub, CURVE.
 
 Why this shape: one connection per node carries alerts up and officer decisions down, so a
 decision reaches the node that raised the alert without the hub needing to reach into the
-node's network. Both directions are at-least-once with explicit acks; ZeroMQ reconnects by
-itself, heartbeats (ZMTP and ours) detect dead peers.
+node's network. ZeroMQ reconnects by itself; its ZMTP heartbeats (set here) and the link's
+own heartbeats (``edge.link.schema``) detect dead peers.
 
 CURVE: the hub has a key pair and an allow-list directory of node public keys (``NAME.key``,
 the file stem is the node's identity); nodes know the hub's public key. Plain TCP is allowed
-only on loopback, for local development, with a warning logged once.
-
-Messages (frame 0 is the type tag; control bodies are one JSON object <= 16 KiB)::
-
-    node -> hub  edge.alert.v1 (see edge.link.schema) | edge.heartbeat.v1 | edge.decision-ack.v1
-    hub -> node  edge.ack.v1 | edge.nack.v1 | edge.heartbeat-ack.v1 | edge.decision.v1
+only on loopback, for local development, with a warning logged once. What travels over these
+sockets is defined in ``edge.link.schema``; key files are read by ``edge.link.curve_keys``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import zmq
 import zmq.auth.thread
+from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
 from edge.errors import EdgeError
 from edge.link.curve_keys import load_allowed_keys, load_public_key, load_secret_key
-from edge.link.schema import SCHEMA_TAG
 
 log = logging.getLogger(__name__)
 
-ALERT = SCHEMA_TAG
-ACK = b"edge.ack.v1"
-NACK = b"edge.nack.v1"
-HEARTBEAT = b"edge.heartbeat.v1"
-HEARTBEAT_ACK = b"edge.heartbeat-ack.v1"
-DECISION = b"edge.decision.v1"
-DECISION_ACK = b"edge.decision-ack.v1"
-MAX_CONTROL_BYTES = 16 * 1024
+OnRefused = Callable[[str], None]  # called with a short reason code, for counting
+
 # Hard per-frame cap enforced by libzmq before Python sees anything (peer is disconnected).
 MAX_FRAME_BYTES = 4 * 1024 * 1024
-DECISIONS = ("confirm", "reject", "no_action")
 
 _warned_plain = False
 _last_log: dict[str, float] = {}
@@ -64,14 +52,6 @@ def _log_limited(key: str, msg: str, *args: object) -> None:
 
 class TransportError(EdgeError):
     """The ZeroMQ link cannot be set up (bad endpoint, keys, or insecure configuration)."""
-
-
-class MessageError(Exception):
-    """A control message is malformed; ``reason`` is a short code for counting."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -175,7 +155,7 @@ def node_socket(ctx: zmq.Context, endpoint: str, curve: CurveConfig | None) -> z
 class _AllowList:
     """ZAP credentials provider: accepts allowed node keys, counts refusals."""
 
-    def __init__(self, allowed: dict[bytes, str], on_refused: Any = None) -> None:
+    def __init__(self, allowed: dict[bytes, str], on_refused: OnRefused | None = None) -> None:
         self.allowed = allowed
         self.on_refused = on_refused
 
@@ -196,8 +176,6 @@ class _Authenticator(zmq.auth.thread.ThreadAuthenticator):
     allow_list: _AllowList
 
     def curve_user_id(self, client_public_key: bytes) -> str:
-        from zmq.utils import z85
-
         return self.allow_list.allowed.get(z85.encode(client_public_key), "unknown")
 
 
@@ -209,7 +187,7 @@ class HubSocket:
         ctx: zmq.Context,
         endpoint: str,
         curve: CurveServerConfig | None,
-        on_refused: Any = None,
+        on_refused: OnRefused | None = None,
     ) -> None:
         self.ctx = ctx
         self.auth: _Authenticator | None = None
@@ -217,7 +195,7 @@ class HubSocket:
         self.curve = curve
         self.on_refused = on_refused
         sock = ctx.socket(zmq.ROUTER)
-        self.monitor = None
+        self.monitor: zmq.Socket[bytes] | None = None
         try:
             _common_options(sock)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a gone node raises
@@ -264,7 +242,7 @@ class HubSocket:
 
     def handle_monitor(self) -> None:
         """Drain handshake-failure events and count them (wrong hub key, plain client...)."""
-        while True:
+        while self.monitor is not None:
             try:
                 ev = recv_monitor_message(self.monitor, zmq.NOBLOCK)
             except zmq.Again:
@@ -286,7 +264,7 @@ class HubSocket:
         if self.curve is None:
             return None
         try:
-            return frame.get("User-Id")
+            return str(frame.get("User-Id"))
         except zmq.ZMQError:
             return "unknown"
 
@@ -294,7 +272,7 @@ class HubSocket:
         if self.auth is not None:
             self.auth.stop()
             self.auth = None
-        if getattr(self, "monitor", None) is not None:
+        if self.monitor is not None:
             self.monitor.close(0)
             self.monitor = None
 
@@ -306,26 +284,3 @@ class HubSocket:
         self._close_aux()
         self.sock.close(0)
 
-
-def control(tag: bytes, body: dict[str, Any]) -> list[bytes]:
-    """A control message: [tag, compact JSON]."""
-    return [tag, json.dumps(body, separators=(",", ":")).encode()]
-
-
-def parse_control(frames: list[bytes], expect_keys: tuple[str, ...]) -> dict[str, Any]:
-    """Decode [tag, JSON object] strictly; raises MessageError with a reason code."""
-    if len(frames) != 2:
-        raise MessageError("frames", "control message must have 2 frames")
-    raw = bytes(frames[1])
-    if len(raw) > MAX_CONTROL_BYTES:
-        raise MessageError("control_size", "control message too large")
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise MessageError("json", "control message is not UTF-8 JSON") from None
-    if not isinstance(body, dict):
-        raise MessageError("json", "control message is not a JSON object")
-    for k in expect_keys:
-        if k not in body:
-            raise MessageError("field", f"control message lacks {k}")
-    return body

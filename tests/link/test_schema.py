@@ -19,6 +19,8 @@ from edge.link.schema import (
     encode,
 )
 
+pytestmark = pytest.mark.unit
+
 JPEG = synthetic_jpeg(1)
 REF = synthetic_jpeg(2)
 

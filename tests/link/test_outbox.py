@@ -1,4 +1,4 @@
-"""Durable outbox + AlertSender: delivery with acks, node kill/restart, decisions to the audit log."""
+"""Durable outbox + ZmqSender: delivery with acks, node kill/restart, decisions to the audit log."""
 
 from __future__ import annotations
 
@@ -12,14 +12,17 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import zmq
 
 from edge.audit import AuditLog, read_records, verify
 from edge.hub.synthetic import synthetic_alert, synthetic_jpeg
-from edge.link import zeromq as tp
 from edge.link.metrics import LinkMetrics
-from edge.link.outbox import AlertSender
+from edge.link.schema import ACK, ALERT, DECISION, DECISION_ACK, HEARTBEAT, control
+from edge.link.zmq_sender import ZmqSender
 from tests.hub_helpers import RunningHub, free_port, hub_config, metric, wait_for
+
+pytestmark = pytest.mark.unit
 
 JPEG = synthetic_jpeg(5, 160)
 REF = synthetic_jpeg(6)
@@ -29,8 +32,8 @@ def test_send_is_durable_and_delivered_with_acks(tmp_path: Path) -> None:
     h = RunningHub(hub_config(tmp_path))
     m = LinkMetrics()
     try:
-        with AlertSender(tmp_path / "node" / "outbox.sqlite", h.endpoint, "node-1", None, None, m,
-                         camera="cam 1") as s:
+        with ZmqSender(tmp_path / "node" / "outbox.sqlite", h.endpoint, "node-1", None, None, m,
+                       camera="cam 1") as s:
             sent = []
             for i in range(20):
                 a = synthetic_alert("node-1", "cam 1", i)
@@ -57,7 +60,7 @@ def test_delivered_crops_do_not_linger_in_outbox_files(tmp_path: Path) -> None:
     def files_with_needle() -> list[str]:
         return [f.name for f in box.parent.iterdir() if needle in f.read_bytes()]
 
-    with AlertSender(box, ep, "node-1", None, None) as s:
+    with ZmqSender(box, ep, "node-1", None, None) as s:
         s.send(synthetic_alert("node-1"), JPEG)
         # positive control: while undelivered, the crop is on disk and the scan finds it
         assert files_with_needle()
@@ -72,7 +75,7 @@ def test_delivered_crops_do_not_linger_in_outbox_files(tmp_path: Path) -> None:
 def test_hub_down_then_up_delivers(tmp_path: Path) -> None:
     port = free_port()
     ep = f"tcp://127.0.0.1:{port}"
-    s = AlertSender(tmp_path / "o.sqlite", ep, "node-1", None, None, ack_timeout=0.5).start()
+    s = ZmqSender(tmp_path / "o.sqlite", ep, "node-1", None, None, ack_timeout=0.5).start()
     try:
         ids = []
         for i in range(5):
@@ -96,9 +99,9 @@ _NODE_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from edge.link.outbox import AlertSender
+    from edge.link.zmq_sender import ZmqSender
     from edge.hub.synthetic import synthetic_alert, synthetic_jpeg
-    s = AlertSender(Path(sys.argv[1]), sys.argv[2], "node-k", None, None).start()
+    s = ZmqSender(Path(sys.argv[1]), sys.argv[2], "node-k", None, None).start()
     for i in range(int(sys.argv[3])):
         a = synthetic_alert("node-k", n=i)
         s.send(a, synthetic_jpeg(i))
@@ -129,7 +132,7 @@ def test_node_killed_then_restarted_delivers_outbox(tmp_path: Path) -> None:
     assert len(ids) == 12
     h = RunningHub(hub_config(tmp_path, **{"zmq.bind": ep}))
     try:
-        with AlertSender(box, ep, "node-k", None, None) as s:
+        with ZmqSender(box, ep, "node-k", None, None) as s:
             wait_for(lambda: s.pending() == 0, what="restarted node's outbox delivered")
         assert sorted(h.store.alert_ids()) == sorted(ids)
     finally:
@@ -138,12 +141,12 @@ def test_node_killed_then_restarted_delivers_outbox(tmp_path: Path) -> None:
 
 def test_close_keeps_unacked_alerts(tmp_path: Path) -> None:
     ep = f"tcp://127.0.0.1:{free_port()}"
-    s = AlertSender(tmp_path / "o.sqlite", ep, "node-1", None, None).start()
+    s = ZmqSender(tmp_path / "o.sqlite", ep, "node-1", None, None).start()
     s.send(synthetic_alert("node-1"), JPEG)
     t0 = time.monotonic()
     s.close(timeout=0.3)
     assert time.monotonic() - t0 < 3
-    s2 = AlertSender(tmp_path / "o.sqlite", ep, "node-1", None, None).start()
+    s2 = ZmqSender(tmp_path / "o.sqlite", ep, "node-1", None, None).start()
     assert s2.pending() == 1
     s2.close(0)
 
@@ -186,9 +189,9 @@ def test_decisions_reach_audit_log_once(tmp_path: Path) -> None:
     fh = FakeHub()
     audit = AuditLog(tmp_path / "audit.jsonl")
     m = LinkMetrics()
-    s = AlertSender(tmp_path / "o.sqlite", fh.endpoint, "node-1", None, audit, m).start()
+    s = ZmqSender(tmp_path / "o.sqlite", fh.endpoint, "node-1", None, audit, m).start()
     try:
-        hb = fh.recv_until(tp.HEARTBEAT)
+        hb = fh.recv_until(HEARTBEAT)
         body = json.loads(hb[1])
         assert body["node_id"] == "node-1" and len(body["run_id"]) == 32
         decision = {
@@ -196,12 +199,12 @@ def test_decisions_reach_audit_log_once(tmp_path: Path) -> None:
             "officer": "pc1", "decided_at": time.time(),
         }
         # malformed ones first: counted, ignored, the sender keeps working
-        fh.send([tp.DECISION, b"{broken"])
-        fh.send([tp.DECISION, json.dumps({**decision, "decision": "shoot"}).encode()])
+        fh.send([DECISION, b"{broken"])
+        fh.send([DECISION, json.dumps({**decision, "decision": "shoot"}).encode()])
         fh.send([b"edge.whatever", b"{}"])
         for _ in range(3):  # re-sent (hub did not see the ack): appended once, acked each time
-            fh.send(tp.control(tp.DECISION, decision))
-            ack = fh.recv_until(tp.DECISION_ACK)
+            fh.send(control(DECISION, decision))
+            ack = fh.recv_until(DECISION_ACK)
             assert json.loads(ack[1]) == {"decision_id": "a" * 32}
         recs = [r for r in read_records(tmp_path / "audit.jsonl") if r["kind"] == "decision"]
         assert len(recs) == 1
@@ -218,8 +221,8 @@ def test_decisions_reach_audit_log_once(tmp_path: Path) -> None:
         # and alerts still flow
         a = synthetic_alert("node-1")
         s.send(a, JPEG)
-        msg = fh.recv_until(tp.ALERT)
-        fh.send(tp.control(tp.ACK, {"alert_id": a.alert_id, "status": "stored"}))
+        msg = fh.recv_until(ALERT)
+        fh.send(control(ACK, {"alert_id": a.alert_id, "status": "stored"}))
         assert json.loads(msg[1])["alert_id"] == a.alert_id
         wait_for(lambda: s.pending() == 0, what="ack processed")
     finally:
@@ -230,15 +233,15 @@ def test_decisions_reach_audit_log_once(tmp_path: Path) -> None:
 
 def test_unacked_alert_is_resent(tmp_path: Path) -> None:
     fh = FakeHub()
-    s = AlertSender(tmp_path / "o.sqlite", fh.endpoint, "node-1", None, None,
-                    ack_timeout=0.2).start()
+    s = ZmqSender(tmp_path / "o.sqlite", fh.endpoint, "node-1", None, None,
+                  ack_timeout=0.2).start()
     try:
         a = synthetic_alert("node-1")
         s.send(a, JPEG)
-        first = fh.recv_until(tp.ALERT)
-        again = fh.recv_until(tp.ALERT)  # no ack -> re-sent
+        first = fh.recv_until(ALERT)
+        again = fh.recv_until(ALERT)  # no ack -> re-sent
         assert first == again
-        fh.send(tp.control(tp.ACK, {"alert_id": a.alert_id, "status": "stored"}))
+        fh.send(control(ACK, {"alert_id": a.alert_id, "status": "stored"}))
         wait_for(lambda: s.pending() == 0, what="ack")
     finally:
         s.close(0)
@@ -247,11 +250,11 @@ def test_unacked_alert_is_resent(tmp_path: Path) -> None:
 
 def test_no_secret_material_or_pixels_in_heartbeat(tmp_path: Path) -> None:
     fh = FakeHub()
-    s = AlertSender(tmp_path / "o.sqlite", fh.endpoint, "node-1", None, None, camera="c").start()
+    s = ZmqSender(tmp_path / "o.sqlite", fh.endpoint, "node-1", None, None, camera="c").start()
     try:
         s.set_counts({"faces_seen": 10, "faces_discarded": 9, "alerts": 1})
         for _ in range(5):
-            hb = fh.recv_until(tp.HEARTBEAT)
+            hb = fh.recv_until(HEARTBEAT)
             body = json.loads(hb[1])
             if body["counts"]:
                 break
@@ -265,7 +268,7 @@ def test_no_secret_material_or_pixels_in_heartbeat(tmp_path: Path) -> None:
 
 def test_outbox_dir_and_file_private(tmp_path: Path) -> None:
     box = tmp_path / "state" / "outbox.sqlite"
-    s = AlertSender(box, f"tcp://127.0.0.1:{free_port()}", "n", None, None).start()
+    s = ZmqSender(box, f"tcp://127.0.0.1:{free_port()}", "n", None, None).start()
     s.close(0)
     assert stat.S_IMODE(box.stat().st_mode) == 0o600
     assert stat.S_IMODE(box.parent.stat().st_mode) & 0o077 == 0

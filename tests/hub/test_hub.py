@@ -21,10 +21,12 @@ from edge.exporter import serve_metrics
 from edge.hub.config import load_hub_config
 from edge.hub.officers import Officers, add_officer, verify_password
 from edge.hub.synthetic import synthetic_alert, synthetic_jpeg
-from edge.link.outbox import AlertSender
+from edge.link.zmq_sender import ZmqSender
 from tests.hub_helpers import PASSWORD, RunningHub, free_port, hub_config, metric, wait_for
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
 EDGE = [sys.executable, "-m", "edge.cli"]
 JPEG = synthetic_jpeg(7, 128)
 REF = synthetic_jpeg(8, 128)
@@ -40,8 +42,8 @@ def hub(tmp_path: Path):
 def _send(h: RunningHub, tmp: Path, n: int = 1, node: str = "node-1", ref: bool = True
           ) -> list[str]:
     ids = []
-    with AlertSender(tmp / f"{node}-outbox.sqlite", h.endpoint, node, None, None,
-                     camera="North gate") as s:
+    with ZmqSender(tmp / f"{node}-outbox.sqlite", h.endpoint, node, None, None,
+                   camera="North gate") as s:
         for i in range(n):
             a = synthetic_alert(node, "North gate", i, display_name=f"Subject Person {i}")
             s.send(a, JPEG, REF if ref else None)
@@ -99,8 +101,8 @@ def test_hub_killed_mid_flow_every_alert_exactly_once(tmp_path: Path) -> None:
         return [a["alert_id"] for a in c.get("/api/alerts", params={"limit": 500}).json()["alerts"]]
 
     sent: list[str] = []
-    sender = AlertSender(tmp_path / "outbox.sqlite", f"tcp://127.0.0.1:{zport}", "node-1", None,
-                         None, ack_timeout=0.3, max_backoff=1.0).start()
+    sender = ZmqSender(tmp_path / "outbox.sqlite", f"tcp://127.0.0.1:{zport}", "node-1", None,
+                       None, ack_timeout=0.3, max_backoff=1.0).start()
     done = threading.Event()
 
     def produce() -> None:
@@ -249,8 +251,8 @@ def test_sse_pushes_alert_live_and_decision_reaches_node(tmp_path: Path, hub: Ru
         assert stream.headers["content-type"].startswith("text/event-stream")
         lines = stream.iter_lines()
         event = None
-        s = AlertSender(tmp_path / "o.sqlite", hub.endpoint, "node-1", None, audit,
-                        camera="North gate").start()
+        s = ZmqSender(tmp_path / "o.sqlite", hub.endpoint, "node-1", None, audit,
+                      camera="North gate").start()
         a = synthetic_alert("node-1", "North gate", 1)
         sent_at = time.time()
         s.send(a, JPEG, REF)
@@ -372,8 +374,8 @@ def test_export_record_cli_counts_faces_from_heartbeats(tmp_path: Path) -> None:
     cfg = load_hub_config(cfg_path, {"zmq.bind": "tcp://127.0.0.1:0"})
     h = RunningHub(cfg)
     try:
-        with AlertSender(tmp_path / "o.sqlite", h.endpoint, "node-1", None, None,
-                         camera="North gate") as s:
+        with ZmqSender(tmp_path / "o.sqlite", h.endpoint, "node-1", None, None,
+                       camera="North gate") as s:
             s.set_counts({"faces_seen": 1234, "faces_discarded": 1231, "alerts": 3})
             ids = []
             for i in range(3):
@@ -412,8 +414,8 @@ def test_metrics_endpoint_counts_only(tmp_path: Path, hub: RunningHub) -> None:
 
 
 def test_node_lost_shows_in_status(tmp_path: Path, hub: RunningHub) -> None:
-    s = AlertSender(tmp_path / "o.sqlite", hub.endpoint, "node-9", None, None,
-                    camera="Bridge").start()
+    s = ZmqSender(tmp_path / "o.sqlite", hub.endpoint, "node-9", None, None,
+                  camera="Bridge").start()
     c = hub.client()
     try:
         wait_for(lambda: [n for n in c.get("/api/nodes").json()["nodes"]

@@ -14,13 +14,14 @@ import pytest
 import zmq
 
 from edge.hub.synthetic import synthetic_alert, synthetic_jpeg
-from edge.link import zeromq as tp
 from edge.link.curve_keys import KeyFileError, generate_keypair, load_public_key, load_secret_key
 from edge.link.metrics import LinkMetrics
-from edge.link.outbox import AlertSender
-from edge.link.schema import SCHEMA_TAG, encode
+from edge.link.schema import ACK, DECISION_ACK, HEARTBEAT, SCHEMA_TAG, encode
 from edge.link.zeromq import CurveConfig, TransportError, is_loopback
+from edge.link.zmq_sender import ZmqSender
 from tests.hub_helpers import RunningHub, hub_config, metric, wait_for
+
+pytestmark = pytest.mark.unit
 
 EDGE = [sys.executable, "-m", "edge.cli"]
 JPEG = synthetic_jpeg(3)
@@ -104,7 +105,7 @@ def test_is_loopback() -> None:
 
 
 def test_plain_transport_refused_off_loopback(tmp_path: Path) -> None:
-    s = AlertSender(tmp_path / "o.sqlite", "tcp://10.20.30.40:5560", "node-a", None, None)
+    s = ZmqSender(tmp_path / "o.sqlite", "tcp://10.20.30.40:5560", "node-a", None, None)
     with pytest.raises(TransportError, match="unencrypted"):
         s.start()
     s.close(0)
@@ -115,7 +116,7 @@ def test_plain_transport_refused_off_loopback(tmp_path: Path) -> None:
 def test_curve_delivery_and_decision_path(tmp_path: Path, keys, curve_hub) -> None:
     m = LinkMetrics()
     curve = CurveConfig(keys["node_secret"], keys["hub_public"])
-    with AlertSender(tmp_path / "o.sqlite", curve_hub.endpoint, "node-a", curve, None, m) as s:
+    with ZmqSender(tmp_path / "o.sqlite", curve_hub.endpoint, "node-a", curve, None, m) as s:
         a = synthetic_alert("node-a")
         s.send(a, JPEG)
         wait_for(lambda: s.pending() == 0, what="CURVE delivery")
@@ -140,7 +141,7 @@ def test_wrong_keys_refused_and_counted(tmp_path: Path, keys, curve_hub, case: s
         curve = CurveConfig(keys["node_secret"], keys["fake_hub_public"])
     else:
         curve = None
-    s = AlertSender(tmp_path / f"{case}.sqlite", curve_hub.endpoint, "node-a", curve, None)
+    s = ZmqSender(tmp_path / f"{case}.sqlite", curve_hub.endpoint, "node-a", curve, None)
     s.start()
     try:
         s.send(synthetic_alert("node-a"), JPEG)
@@ -156,7 +157,7 @@ def test_wrong_keys_refused_and_counted(tmp_path: Path, keys, curve_hub, case: s
 def test_node_cannot_impersonate_another(tmp_path: Path, keys, curve_hub) -> None:
     m = LinkMetrics()
     curve = CurveConfig(keys["node_secret"], keys["hub_public"])  # authenticated as node-a
-    with AlertSender(tmp_path / "o.sqlite", curve_hub.endpoint, "node-b", curve, None, m) as s:
+    with ZmqSender(tmp_path / "o.sqlite", curve_hub.endpoint, "node-b", curve, None, m) as s:
         s.send(synthetic_alert("node-b"), JPEG)
         wait_for(lambda: s.pending() == 0, what="nack")
     assert curve_hub.store.count_alerts() == 0
@@ -184,16 +185,16 @@ def test_malformed_messages_counted_and_hub_survives(tmp_path: Path) -> None:
             bad_json,
             [SCHEMA_TAG, json.dumps(unknown_field).encode(), JPEG],
             [SCHEMA_TAG, good[1], b"\xff\xd8\xff" + b"\0" * (1024 * 1024 + 10)],
-            [tp.HEARTBEAT, b"[]"],
-            [tp.HEARTBEAT, json.dumps({"node_id": "n", "run_id": "zz", "sent_at": 1}).encode()],
-            [tp.DECISION_ACK, b"\xff"],
+            [HEARTBEAT, b"[]"],
+            [HEARTBEAT, json.dumps({"node_id": "n", "run_id": "zz", "sent_at": 1}).encode()],
+            [DECISION_ACK, b"\xff"],
         ]
         for c in cases:
             d.send_multipart(c)
         d.send_multipart(good)  # a good alert after all that is still stored and acked
         assert d.poll(20000), "no ack for the good alert"
         reply = d.recv_multipart()
-        assert reply[0] == tp.ACK and json.loads(reply[1])["status"] == "stored"
+        assert reply[0] == ACK and json.loads(reply[1])["status"] == "stored"
         d.send_multipart(good)  # replay: stored once, acked again
         assert d.poll(20000), "no ack for the replay"
         reply = d.recv_multipart()

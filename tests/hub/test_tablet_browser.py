@@ -12,13 +12,13 @@ import pytest
 
 from edge.audit import AuditLog, read_records
 from edge.hub.synthetic import synthetic_alert
-from edge.link.outbox import AlertSender
+from edge.link.zmq_sender import ZmqSender
 from tests.hub_helpers import PASSWORD, RunningHub, hub_config, wait_for
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -66,8 +66,8 @@ def sign_in(page, url: str, officer: str = "pc1") -> None:
 def test_sign_in_live_alert_confirm_reaches_node_audit(tmp_path: Path, browser) -> None:
     h = RunningHub(hub_config(tmp_path, **{"ui.node_lost_after_s": 2}))
     audit = AuditLog(tmp_path / "node" / "audit.jsonl")
-    sender = AlertSender(tmp_path / "node" / "outbox.sqlite", h.endpoint, "node-north",
-                         None, audit, camera="North gate, cam 2").start()
+    sender = ZmqSender(tmp_path / "node" / "outbox.sqlite", h.endpoint, "node-north",
+                       None, audit, camera="North gate, cam 2").start()
     ctx = browser.new_context(viewport={"width": 1024, "height": 768}, has_touch=True)
     page = ctx.new_page()
     try:
@@ -146,8 +146,8 @@ def test_portrait_layout_and_unauthenticated_redirect(tmp_path: Path, browser) -
             resp = page.goto(h.url + path)
             assert page.url.endswith("/login") or (resp is not None and resp.status == 401)
         sign_in(page, h.url)
-        with AlertSender(tmp_path / "o.sqlite", h.endpoint, "node-1", None, None,
-                         camera="Station") as s:
+        with ZmqSender(tmp_path / "o.sqlite", h.endpoint, "node-1", None, None,
+                       camera="Station") as s:
             probe, ref = face_jpegs()
             a = synthetic_alert("node-1", "Station", 2, display_name="Portrait Check")
             s.send(a, probe, ref)
