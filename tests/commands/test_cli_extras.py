@@ -20,7 +20,8 @@ from edge.cli import main
 main()
 """
 HUB_DEPS = ["fastapi", "uvicorn", "starlette"]
-LAB_DEPS = ["matplotlib", "scipy"]
+# scipy is not blocked: insightface, a core dependency, needs it
+LAB_DEPS = ["matplotlib"]
 
 
 def _edge_without(names: list[str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -46,3 +47,23 @@ def test_node_commands_need_neither_extra() -> None:
         assert name in r.stdout
     r = _edge_without(HUB_DEPS + LAB_DEPS, "run", "--help")
     assert r.returncode == 0 and "--watchlist" in r.stdout, r.stderr
+
+
+def test_the_node_process_loads_neither_the_hub_nor_the_lab() -> None:
+    """`edge run` must not pay for the hub's web stack or the lab's plots (memory on a node)."""
+    code = (
+        "import sys\n"
+        "from edge.cli import cli\n"
+        "try:\n"
+        "    cli.main(['run', '--help'], standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('edge.lab', 'edge.hub', 'edge.commands.bench', 'edge.commands.eval', 'matplotlib',\n"
+        "         'fastapi', 'uvicorn', 'starlette')\n"
+        "print('LOADED', sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+        "print('NODE', 'edge.node.app' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "LOADED []" in r.stdout, r.stdout
+    assert "NODE True" in r.stdout, "the test must have loaded the run command at all"
