@@ -93,13 +93,12 @@ def reference_patterns(source: Path, frames_wanted: set[int] | None = None,
     face of a frame in one batch, exactly as the node does with the tracker and gates off.
     """
     from edge.face.align import Aligner
-    from edge.face.detect import make_detector
-    from edge.face.embed import load_embedder
+    from edge.face.registry import make_detector, make_embedder
     from edge.privacy import FaceBuffers
 
     cfg = load_config(config)
     det = make_detector(cfg.detector)
-    emb = load_embedder(cfg.recognizer)
+    emb = make_embedder(cfg.recognizer)
     align = Aligner(emb.input_size)
     bufs = FaceBuffers(cfg.detector.max_faces, emb.dim, lock=False)
     raw = np.zeros((cfg.detector.max_faces, emb.dim), np.float32)

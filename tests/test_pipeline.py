@@ -268,7 +268,7 @@ def test_latency_series_stay_bounded_on_a_long_run():
 
 def test_recogniser_batch_is_one_on_cpu_unless_configured(models_ready):
     """Batches don't speed SFace up on a CPU but grow ONNX Runtime's arena for good."""
-    from edge.face.embed import load_embedder
+    from edge.face.registry import make_embedder as load_embedder
 
     rec = load_config().recognizer
     assert load_embedder(rec.model_copy(update={"providers": ["CPUExecutionProvider"]})).max_batch == 1

@@ -23,7 +23,7 @@ import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from edge.errors import ModelError
 
@@ -317,7 +317,7 @@ def _progress_bar(spec: ModelSpec, total: int | None, progress: bool):  # -> tqd
 
 
 def _copy_verified(
-    reader: BinaryIO, spec: ModelSpec, dest: Path, total: int | None, progress: bool
+    reader: IO[bytes], spec: ModelSpec, dest: Path, total: int | None, progress: bool
 ) -> Path:
     """Stream ``reader`` to a temp file in ``dest``; move it into place only if the hash matches."""
     h = hashlib.sha256()

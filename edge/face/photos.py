@@ -1,6 +1,6 @@
 """Detect + align + embed for offline tools (watchlist enrolment, evaluation, tests).
 
-The live node never uses this: it runs the stages on privacy buffers in ``pipeline.py``.
+The live node never uses this: it runs the stages on privacy buffers (``edge.node.pipeline``).
 Enrolment and evaluation work on consented or research images and need the results as
 ordinary arrays, so :meth:`FaceEngine.faces` returns copies and then zeroes its buffers.
 """
@@ -14,8 +14,7 @@ import numpy as np
 
 from edge.config import Config, load_config
 from edge.face.align import Aligner
-from edge.face.detect import make_detector
-from edge.face.embed import load_embedder
+from edge.face.registry import FaceModels, load_face_models
 from edge.privacy import FaceBuffers
 
 
@@ -29,12 +28,17 @@ class FaceResult:
 
 
 class FaceEngine:
-    """One detector + one recogniser, with their own small buffer set."""
+    """One detector + one recogniser, with their own small buffer set.
 
-    def __init__(self, cfg: Config) -> None:
+    ``models`` shares an already loaded pair (e.g. a node's); by default the configured pair
+    is loaded through :mod:`edge.face.registry`, as the node loads its own.
+    """
+
+    def __init__(self, cfg: Config, models: FaceModels | None = None) -> None:
         self.cfg = cfg
-        self.detector = make_detector(cfg.detector, cfg.models.dir)
-        self.embedder = load_embedder(cfg.recognizer, cfg.models.dir)
+        models = models or load_face_models(cfg)
+        self.detector = models.detector
+        self.embedder = models.embedder
         self.aligner = Aligner(self.embedder.input_size)
         self.bufs = FaceBuffers(cfg.detector.max_faces, self.embedder.dim, lock=False,
                                 input_size=self.embedder.input_size)

@@ -13,7 +13,10 @@ calls (a scaled frame, output maps, candidate rows) is a buffer taken from
     corners, in frame pixels); drops faces narrower than its ``min_face_px``;
   - sets ``bufs.n = n`` (also when 0) and returns ``n`` (at most ``bufs.max_faces``);
   - zeroes every array of its own that saw pixels or detections before returning, or uses
-    ``bufs.whole(...)`` buffers, which the pipeline zeroes with the rest;
+    ``bufs.whole(...)`` buffers, which the pipeline zeroes with the rest (the scaled frame,
+    the model's input blob and output maps, candidate rows), taken from the ``bufs`` of this
+    call; what the runtime keeps inside (ORT's arena, OpenCV's network blob) is listed in
+    docs/PRIVACY.md;
   - raises only exceptions that carry no pixels, boxes or landmarks.
 
 **Embedder** ``embedder(bufs, n) -> n``
@@ -44,7 +47,8 @@ class Detector(Protocol):
 
     @property
     def input_size(self) -> tuple[int, int] | None:
-        """(w, h) the model ran at on the last frame; None before the first frame."""
+        """(w, h) of the scaled frame the model read on the last frame (before padding to
+        its stride); None before the first frame."""
         ...
 
     def __call__(self, frame: np.ndarray, bufs: FaceBuffers) -> int: ...

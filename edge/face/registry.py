@@ -12,23 +12,27 @@ from dataclasses import dataclass
 
 from edge.config import Config, DetectorSection, RecognizerSection
 from edge.errors import ConfigError
-from edge.face.detect import InsightFaceDetector, YuNetDetector, YuNetOrtDetector
-from edge.face.embed import load_embedder
+from edge.face.detectors.scrfd import ScrfdDetector
+from edge.face.detectors.yunet_onnx import YuNetOrtDetector
+from edge.face.detectors.yunet_opencv import YuNetDetector
+from edge.face.embedders.insightface_pack import load_insightface_pack
+from edge.face.embedders.sface import load_sface
 from edge.face.protocols import Detector, Embedder
 
 DetectorFactory = Callable[[DetectorSection, str | None], Detector]
 EmbedderFactory = Callable[[RecognizerSection, str | None], Embedder]
 
-# (detector.kind, detector.backend) -> class; the backend is YuNet's runtime choice
+# (detector.kind, detector.backend) -> class. The backend is YuNet's runtime choice; an
+# insightface pack's detector (SCRFD) runs on ONNX Runtime whichever is configured.
 DETECTORS: dict[tuple[str, str], DetectorFactory] = {
     ("yunet", "onnxruntime"): YuNetOrtDetector,
     ("yunet", "opencv"): YuNetDetector,
-    ("insightface", "onnxruntime"): InsightFaceDetector,
-    ("insightface", "opencv"): InsightFaceDetector,
+    ("insightface", "onnxruntime"): ScrfdDetector,
+    ("insightface", "opencv"): ScrfdDetector,
 }
 EMBEDDERS: dict[str, EmbedderFactory] = {
-    "sface": load_embedder,
-    "insightface": load_embedder,
+    "sface": load_sface,
+    "insightface": load_insightface_pack,
 }
 
 
@@ -57,5 +61,6 @@ class FaceModels:
 
 
 def load_face_models(cfg: Config) -> FaceModels:
+    """The configured detector and recogniser, each from verified model bytes."""
     return FaceModels(make_detector(cfg.detector, cfg.models.dir),
                       make_embedder(cfg.recognizer, cfg.models.dir))

@@ -5,59 +5,24 @@ preprocessing from the model, but the input tensor and the output embedding are 
 :class:`edge.privacy.FaceBuffers` arrays, so ONNX Runtime reads our crops in place and
 writes the embedding where we zero it, instead of handing back a copy we don't control.
 
-Faces of one frame go through in one batch. SFace is exported with a fixed batch of 1;
-we make the batch dimension symbolic in memory when loading it (the graph is otherwise
-untouched and byte-identical weights are verified by sha256 first).
+Faces of one frame go through in batches of ``max_batch``. Exports with a fixed batch of 1
+(SFace) get the batch dimension made symbolic in memory when loading (the graph is
+otherwise untouched, and its bytes were verified by sha256 first).
 """
 
 from __future__ import annotations
-
-import logging
-import os
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edge.config import RecognizerSection
 from edge.errors import ModelError
-from edge.face import model_files as models
 from edge.privacy import FaceBuffers
 
-log = logging.getLogger(__name__)
 
-
-def usable_cores() -> int:
-    """Cores this process may run on (CPU affinity, e.g. a container's cpuset), not the host's."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _session_options(threads: int) -> ort.SessionOptions:
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    # auto: half the cores. Detection and decoding run beside the embedder; on 2 cores a
-    # 2-thread session contends with them and is ~2x slower per face (docs/PERFORMANCE.md).
-    so.intra_op_num_threads = threads or max(1, usable_cores() // 2)
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return so
-
-
-def pick_providers(wanted: list[str]) -> list[str]:
-    """The configured providers that this onnxruntime build offers, CPU always last."""
-    have = set(ort.get_available_providers())
-    chosen = [p for p in wanted if p in have]
-    if "CPUExecutionProvider" not in chosen:
-        chosen.append("CPUExecutionProvider")
-    return chosen
-
-
-def _dynamic_batch(model_bytes: bytes) -> tuple[bytes, float, float]:
-    """Make the first input/output dim symbolic; detect mxnet-style in-graph normalisation."""
+def dynamic_batch(model_bytes: bytes) -> tuple[bytes, float, float]:
+    """The graph with a symbolic first input/output dim, and the (mean, std) its input wants:
+    (0, 1) when it normalises itself (mxnet-style Sub + Mul in its first nodes)."""
     try:
         m = onnx.load_from_string(model_bytes)
     except Exception as exc:  # noqa: BLE001
@@ -76,6 +41,15 @@ def _dynamic_batch(model_bytes: bytes) -> tuple[bytes, float, float]:
     mul = any(n.startswith(("Mul", "_mul")) for n in first)
     mean, std = (0.0, 1.0) if (sub and mul) else (127.5, 127.5)
     return m.SerializeToString(), mean, std
+
+
+def batch_size(configured: int, session: ort.InferenceSession) -> int:
+    """Faces per run. On CPU, 1: a batch of 16 is no faster per face (28.7 vs 30.5 ms, SFace, one
+    thread) but grows ONNX Runtime's arena, which never shrinks, by ~200 MB (docs/PERFORMANCE.md,
+    soak). On a GPU, batches are what it is good at."""
+    if configured:
+        return configured
+    return 1 if session.get_providers()[0] == "CPUExecutionProvider" else 16
 
 
 class Embedder:
@@ -136,43 +110,3 @@ class Embedder:
         np.divide(emb, norms, out=emb)
         norms.fill(0)
         return n
-
-
-def batch_size(configured: int, session: ort.InferenceSession) -> int:
-    """Faces per run. On CPU, 1: a batch of 16 is no faster per face (28.7 vs 30.5 ms, SFace, one
-    thread) but grows ONNX Runtime's arena, which never shrinks, by ~200 MB (30-minute soak: a
-    32 MB step when a crowd first appeared). On a GPU, batches are what it is good at."""
-    if configured:
-        return configured
-    return 1 if session.get_providers()[0] == "CPUExecutionProvider" else 16
-
-
-def load_embedder(cfg: RecognizerSection, models_dir: str | None = None) -> Embedder:
-    """The configured recogniser: SFace from verified bytes, or an insightface ArcFace pack."""
-    providers = pick_providers(cfg.providers)
-    so = _session_options(cfg.threads)
-    if cfg.kind == "sface":
-        data = models.read_verified(cfg.model, models.models_dir(models_dir), cfg.sha256)
-        graph, mean, std = _dynamic_batch(data)
-        try:
-            sess = ort.InferenceSession(graph, so, providers=providers)
-        except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"recogniser {cfg.model} could not be loaded: {exc}") from None
-        return Embedder(sess, mean, std, swap_rb=True, max_batch=batch_size(cfg.max_batch, sess))
-    # insightface pack (ArcFace and friends): model_zoo reads the preprocessing for us
-    from insightface.model_zoo import model_zoo
-
-    path = models.resolve(cfg.model, models.models_dir(models_dir), cfg.sha256)
-    try:
-        model = model_zoo.get_model(str(path), providers=providers)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"recogniser {path.name} could not be loaded: {exc}") from None
-    if model is None or getattr(model, "taskname", "") != "recognition":
-        raise ModelError(f"{path.name} is not an insightface recognition model")
-    sess = model.session
-    if not isinstance(sess.get_inputs()[0].shape[0], str):
-        # fixed batch: rebuild a session with a symbolic batch dim from the verified file
-        graph, _, _ = _dynamic_batch(path.read_bytes())
-        sess = ort.InferenceSession(graph, so, providers=providers)
-    return Embedder(sess, model.input_mean, model.input_std, swap_rb=True,
-                    max_batch=batch_size(cfg.max_batch, sess))

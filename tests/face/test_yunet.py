@@ -8,7 +8,9 @@ import pytest
 
 from edge.config import load_config
 from edge.errors import ModelError
-from edge.face.detect import YuNetDetector, YuNetOrtDetector, make_detector, yunet_graph
+from edge.face.detectors.yunet_onnx import YuNetOrtDetector, yunet_graph
+from edge.face.detectors.yunet_opencv import YuNetDetector
+from edge.face.registry import make_detector
 from edge.privacy import FaceBuffers
 
 
@@ -27,7 +29,7 @@ def _detect(d, img):
 
 
 @pytest.mark.parametrize("width,det", [
-    (None, {}),  # t1.jpg as it is (950 px: no scaling needed at min_face_px 32)
+    (None, {}),  # t1.jpg as it is (1280 px: scaled to 576 at min_face_px 32)
     (1920, {}),  # upscaled to 1080p-ish width: scaled down for the detector
     (1280, {"input_width": 500}),  # a width that is not a multiple of 32: padded input
     (800, {"min_face_px": 48, "score_threshold": 0.5}),
@@ -59,22 +61,18 @@ def test_non_yunet_graph_is_refused_with_a_hint(models_ready):
         yunet_graph(b"not a model")
 
 
-def test_scaling_is_antialiased_and_leaves_nothing_behind():
-    """Whole-factor area averaging then bilinear: fine detail (1-px stripes, like hair or
-    fabric) averages out as with INTER_AREA instead of turning into moire as with bilinear
-    alone; and the intermediate image is a face buffer zeroed with the rest."""
-    from edge.face.detect import scale_frame
-
-    img = np.zeros((1080, 1920, 3), np.uint8)
-    img[:, ::2] = 255  # 1-px stripes: mean 127.5
-    b = FaceBuffers(4, 128, lock=False)
-    out = np.zeros((486, 864, 3), np.uint8)
-    scale_frame(img, (864, 486), out, b)
-    area = cv2.resize(img, (864, 486), interpolation=cv2.INTER_AREA)
-    linear = cv2.resize(img, (864, 486), interpolation=cv2.INTER_LINEAR)
-    assert np.abs(area.astype(float) - 127.5).max() < 20  # the reference averages
-    assert np.abs(linear.astype(float) - 127.5).max() > 100  # bilinear alone aliases
-    assert np.abs(out.astype(float) - 127.5).max() < 5
-    assert b.whole("scaled_mid", (540, 960, 3)).any()
-    b.zeroize()
-    assert b.is_clear()
+@pytest.mark.parametrize("backend", ["onnxruntime", "opencv"])
+def test_one_detector_serves_two_pipelines_without_mixing_their_buffers(models_ready, sample_images,
+                                                                       backend):
+    """Models are shared between cameras' pipelines: a frame's scaled copy and maps must land
+    in the buffers of the pipeline that called, never in the one that called before."""
+    img = cv2.imread(str(sample_images / "t1.jpg"))
+    det = _pair()[0 if backend == "onnxruntime" else 1]
+    first, second = FaceBuffers(32, 128, lock=False), FaceBuffers(32, 128, lock=False)
+    assert det(img, first) == 6
+    first.zeroize()
+    assert det(img, second) == 6
+    assert first.is_clear(), "the second pipeline's frame was written into the first one's buffers"
+    assert second.scaled is not None and second.scaled.any()
+    second.zeroize()
+    assert second.is_clear()

@@ -1,0 +1,1 @@
+"""One module per face detector; each class follows :class:`edge.face.protocols.Detector`."""

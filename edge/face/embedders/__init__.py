@@ -1,0 +1,1 @@
+"""One module per recogniser kind; each loader returns an :class:`edge.face.protocols.Embedder`."""
