@@ -4,7 +4,7 @@ Two measurements, both on 127.0.0.1 with the hub in its own process (``edge hub`
 headless Chromium signed in to the tablet app (Debian ``chromium`` at /usr/bin/chromium):
 
 1. **synthetic**: ``--alerts`` synthetic alerts (generated pictures, nobody's face) sent through
-   the real durable sender (``edge.link.outbox.AlertSender``: SQLite outbox, fsync, ZeroMQ) at
+   the real durable sender (``edge.link.zmq_sender.ZmqSender``: SQLite outbox, fsync, ZeroMQ) at
    ``--rate`` per second. ``captured_at`` is stamped just before ``send()``, so this is the
    transport + hub + browser share of the latency.
 2. **real node** (skipped with ``--no-real-node`` or when the models are not installed): the
@@ -172,14 +172,14 @@ def latencies(sent: dict[str, float], hub: dict[str, dict[str, Any]],
 
 def synthetic(tmp: Path, n: int, rate: float) -> dict[str, Any]:
     from edge.hub.synthetic import synthetic_alert, synthetic_jpeg
-    from edge.link.outbox import AlertSender
+    from edge.link.zmq_sender import ZmqSender
 
     hub = HubProcess(tmp / "hub-syn")
     tab = Tablet(hub.url)
     probe, ref = synthetic_jpeg(1, 160), synthetic_jpeg(2, 224)
     sent: dict[str, float] = {}
-    sender = AlertSender(tmp / "node-syn" / "outbox.sqlite", hub.endpoint, "bench-node", None,
-                         None, camera="bench cam").start()
+    sender = ZmqSender(tmp / "node-syn" / "outbox.sqlite", hub.endpoint, "bench-node", None,
+                       None, camera="bench cam").start()
     try:
         time.sleep(1.5)  # connected, first heartbeat seen
         for i in range(n):

@@ -5,12 +5,11 @@ alert is lost between the node and the hub. Not a CI test (default 30 minutes).
 
 Set-up: the hub (``edge.hub.service.Hub``, real ZeroMQ on 127.0.0.1, its own SQLite store)
 runs in a child process so the node's memory is measured alone; the node runs here with the
-real durable sender (``edge.link.outbox.AlertSender``) and a camera-paced source that plays the
+real durable sender (``edge.link.zmq_sender.ZmqSender``) and a camera-paced source that plays the
 videos round and round at the camera rate, keeping only the newest frame. Every few seconds
 it samples RSS, the capture->done latency, frames captured/processed/dropped, outbox
 backlog and alerts sent vs received by the hub. Alerts use a zero cool-down so they flow
-all the time (one per track). If ``edge.hub``/``edge.link.outbox`` can't be imported, alerts go to
-an in-process counter instead and the report says so.
+all the time (one per track).
 
     python benchmarks/soak.py [--minutes 30] [--video A.mp4 --video B.mp4] [--interval 5]
 """
@@ -39,6 +38,7 @@ from edge.lab.bench.measure import pct, status_mb  # noqa: E402
 from edge.lab.bench.run import BENCH_OVERRIDES  # noqa: E402
 from edge.lab.bench.sources import PacedVideoSource, shared_data_file, video_info  # noqa: E402
 from edge.lab.bench.watchlists import auto_watchlist  # noqa: E402
+from edge.link.zmq_sender import ZmqSender  # noqa: E402
 from edge.node.app import build_node  # noqa: E402
 from edge.watchlist.index import Watchlist  # noqa: E402
 
@@ -100,17 +100,6 @@ class HubProcess:
             self.proc.kill()
 
 
-class CountingSink:
-    def __init__(self) -> None:
-        self.sent = 0
-
-    def send(self, alert: Any, jpeg: bytes, reference_jpeg: bytes | None = None) -> None:
-        self.sent += 1
-
-    def pending(self) -> int:
-        return 0
-
-
 # ---------------------------------------------------------------------------- soak
 def _fds() -> int:
     try:
@@ -127,18 +116,10 @@ def soak(videos: list[str], minutes: float, interval: float, out: Path) -> dict[
     fps = video_info(videos[0])["fps"] or 25.0
     tmp = Path(tempfile.mkdtemp(prefix="edge-soak-"))
     os.chmod(tmp, 0o700)
-    hub: HubProcess | None = None
-    consumer = "in-process counter (edge.hub/edge.link.outbox unavailable)"
-    try:
-        # the real sender when the link is installed; a counter otherwise (the report says which)
-        from edge.link.outbox import AlertSender
-
-        hub = HubProcess(tmp / "hub")
-        sink: Any = AlertSender(tmp / "node" / "outbox.sqlite", hub.endpoint, cfg.node.node_id,
-                                camera=cfg.node.camera).start()
-        consumer = f"hub child process on {hub.endpoint} via the durable outbox (SQLite) + ZeroMQ"
-    except ImportError:
-        sink = CountingSink()
+    hub = HubProcess(tmp / "hub")
+    sink = ZmqSender(tmp / "node" / "outbox.sqlite", hub.endpoint, cfg.node.node_id,
+                     camera=cfg.node.camera).start()
+    consumer = f"hub child process on {hub.endpoint} via the durable outbox (SQLite) + ZeroMQ"
     node = build_node(cfg, wl, sink=sink)
     total = int(minutes * 60 * fps) + 1
     src = PacedVideoSource(videos, node.ring, total, fps, cfg.source.max_width)
@@ -148,7 +129,7 @@ def soak(videos: list[str], minutes: float, interval: float, out: Path) -> dict[
     state = {"next": t0 + interval}
 
     def sample(now: float) -> None:
-        recv, hub_rss = hub.count() if hub is not None else (sink.sent, 0.0)
+        recv, hub_rss = hub.count()
         st = node.stats
         samples.append({
             "t_s": round(now - t0, 1),
@@ -192,10 +173,8 @@ def soak(videos: list[str], minutes: float, interval: float, out: Path) -> dict[
         time.sleep(1.0)
         sample(time.time())
     finally:
-        if hasattr(sink, "close"):
-            sink.close()
-        if hub is not None:
-            hub.close()
+        sink.close()
+        hub.close()
     final = samples[-1]
     warm = [s for s in samples if s["t_s"] >= min(60.0, minutes * 60 / 4)] or samples
     t = np.array([s["t_s"] for s in warm])

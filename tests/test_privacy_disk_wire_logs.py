@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 import zmq
 
-from edge.link.schema import decode
-from edge.link.zeromq import ALERT
+from edge.link.schema import ALERT, decode
 from tests.conftest import write_clip
 from tests.privacy_helpers import HOLD_MARK, probes, save_watchlist, start_node, write_config
 
