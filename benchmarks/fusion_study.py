@@ -21,7 +21,7 @@ Each track is decided by the node's own rule: every frame is searched top-1 agai
 watchlist, ``Track.add_score`` keeps the score under that subject, and the track alerts the
 first time ``Track.fused(subject, min_embeddings)`` reaches the threshold (once per track).
 The bulk per-comparison FMR (millions of track x image pairs) uses a vectorised form of
-the same rule, checked against ``Track.fused`` (``fused_matrix``, tests/test_eval_fusion.py).
+the same rule, checked against ``Track.fused`` (``fused_matrix``, tests/lab/test_fusion_rules.py).
 
 Quality features (detector box, landmarks, sharpness of the aligned crop) are recorded per
 frame so that ``QualityGate`` can be applied afterwards at any setting. Evaluation images are

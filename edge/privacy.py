@@ -5,7 +5,7 @@ match decision is made. To make that checkable, no stage allocates its own array
 data. They write into the pre-allocated, page-aligned, memory-locked arrays owned here,
 and :meth:`FaceBuffers.zeroize` / :meth:`FrameRing.release` overwrite them with zeros as
 soon as the decision is made. The deletion tests scan the node's memory for the exact
-bytes of crops and embeddings to prove it (tests/test_privacy_memory.py).
+bytes of crops and embeddings to prove it (tests/guarantees/test_privacy_memory.py).
 
 ``zeroize`` can only be switched off through the environment variable
 ``EDGE_TEST_DISABLE_ZEROIZE=1`` *and* the config key ``privacy.zeroize = false``; that

@@ -18,6 +18,9 @@ from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
 
 HOLD_MARK = "[edge] holding after end of source"
 
+# eight or more numbers in a row: how an array printed into a log looks
+FLOAT_RUN = re.compile(r"(-?\d+\.\d+(e-?\d+)?[\s,]+){8,}")
+
 
 def save_watchlist(directory: Path, key_file: Path, emb_by_subject: dict[str, np.ndarray]) -> None:
     from edge.watchlist.vault import create_key_file

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO
 
+from tqdm import tqdm
+
 from edge.errors import ModelError
 
 __all__ = [
@@ -307,9 +309,7 @@ def _tmp_in(dest: Path, spec: ModelSpec) -> tuple[BinaryIO, Path]:
     return os.fdopen(fd, "wb"), Path(name)
 
 
-def _progress_bar(spec: ModelSpec, total: int | None, progress: bool):  # -> tqdm
-    from tqdm import tqdm
-
+def _progress_bar(spec: ModelSpec, total: int | None, progress: bool) -> tqdm:
     return tqdm(
         total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=spec.file,
         disable=not progress, file=sys.stderr, leave=True, dynamic_ncols=True,

@@ -13,6 +13,7 @@ import pytest
 
 from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
 from tests.conftest import EDGE, write_clip
+from tests.privacy_helpers import FLOAT_RUN
 
 SUBCOMMANDS = ["run", "demo", "models", "watchlist", "audit", "hub", "keys", "eval", "bench"]
 
@@ -136,6 +137,4 @@ def test_run_on_image_folder_skips_corrupt_files(scene, sample_images):
     assert r.returncode == 0, r.stderr
     assert "skipped b.jpg: unreadable" in r.stderr
     assert "2 frames" in r.stderr and "bad frames 1" in r.stderr
-    from tests.test_privacy_disk_wire_logs import FLOAT_RUN
-
     assert not FLOAT_RUN.search(r.stdout + r.stderr) and "[[" not in r.stderr

@@ -21,9 +21,7 @@ import zmq
 
 from edge.link.schema import ALERT, decode
 from tests.conftest import write_clip
-from tests.privacy_helpers import HOLD_MARK, probes, save_watchlist, start_node, write_config
-
-FLOAT_RUN = re.compile(r"(-?\d+\.\d+(e-?\d+)?[\s,]+){8,}")
+from tests.privacy_helpers import FLOAT_RUN, HOLD_MARK, probes, save_watchlist, start_node, write_config
 
 
 class RecordingHub:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from edge.errors import EdgeError, SourceError
+from edge.node.demo import sample_images_dir
 from edge.node.sources import CaptureSource, Frame, FrameSource
 from edge.privacy import FrameRing
 
@@ -43,14 +44,6 @@ def shared_data_file(rel: Path) -> Path | None:
 def default_video() -> Path | None:
     """The arcade clip the goals are stated for, when ../shared/data is present."""
     return shared_data_file(ARCADE)
-
-
-def sample_images_dir() -> Path:
-    """insightface's shipped photos (a group photo, two portraits)."""
-    # imported here, not at the top: only its data folder is wanted, and it loads slowly
-    import insightface
-
-    return Path(insightface.__file__).parent / "data" / "images"
 
 
 def make_sample_clip(path: Path, frames: int = 40, fps: float = 10.0, size: tuple[int, int] = (960, 640)

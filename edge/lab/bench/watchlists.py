@@ -18,7 +18,8 @@ from edge.config import Config
 from edge.errors import EdgeError
 from edge.face.photos import FaceEngine, FaceResult
 from edge.lab.bench.jobs import EnrolFace
-from edge.lab.bench.sources import sample_images_dir, shared_data_file, video_info
+from edge.lab.bench.sources import shared_data_file, video_info
+from edge.node.demo import sample_images_dir
 from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
 from edge.watchlist.vault import VaultKey
 

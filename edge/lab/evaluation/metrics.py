@@ -1,7 +1,7 @@
 """Evaluation maths for open-set 1:N identification and verification (numpy + scipy only).
 
 No face code lives here: every function takes score arrays, so each one can be checked
-against small hand-computed cases (tests/test_eval_metrics.py) before it is trusted on
+against small hand-computed cases (tests/lab/test_eval_metrics.py) before it is trusted on
 real data.
 
 Conventions used throughout:
