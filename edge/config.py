@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.errors import ConfigError
 
@@ -26,6 +26,10 @@ class NodeSection(_Section):
     camera: str = Field("camera-1", min_length=1, max_length=128)
 
 
+RtspTransport = Literal["auto", "tcp", "udp"]
+CAMERA_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
 class SourceSection(_Section):
     reconnect_initial_s: float = Field(0.5, gt=0, le=60)
     reconnect_max_s: float = Field(30.0, gt=0, le=600)
@@ -34,6 +38,12 @@ class SourceSection(_Section):
         None, description="None: live for cameras/URLs, file-paced off for files and folders"
     )
     max_width: int = Field(1920, ge=160, le=7680)
+    rtsp_transport: RtspTransport = Field(
+        "auto", description="RTSP over tcp or udp; auto = OpenCV's FFmpeg default (tcp)"
+    )
+    open_timeout_s: float = Field(10.0, gt=0, le=300, description="give up one connection attempt")
+    read_timeout_s: float = Field(10.0, gt=0, le=300, description="a stream silent this long is lost")
+    down_after_s: float = Field(5.0, gt=0, le=600, description="no frame this long: camera down")
 
 
 class DetectorSection(_Section):
@@ -54,6 +64,11 @@ class DetectorSection(_Section):
         0, ge=0, le=3840, description="detector input width; 0 = derive from min_face_px"
     )
     max_faces: int = Field(32, ge=1, le=256)
+    interval: int = Field(
+        1, ge=1, le=25,
+        description="run the detector on every k-th frame of a camera; tracks are carried "
+        "between detections by their motion",
+    )
 
 
 class RecognizerSection(_Section):
@@ -123,6 +138,34 @@ class MetricsSection(_Section):
     port: int = Field(0, ge=0, le=65535, description="Prometheus port; 0 = off")
 
 
+class CameraSection(_Section):
+    """One ``[[cameras]]`` entry: what a site declares per camera; unset keys follow the node's."""
+
+    name: str = Field(pattern=CAMERA_NAME, description="camera id shown to officers")
+    label: str = Field("", max_length=128, description="human description, e.g. 'Entrance A'")
+    source: str = Field(min_length=1, max_length=2048)
+    threshold: float | None = Field(None, gt=0, lt=1, description="stricter than match.threshold only")
+    min_face_px: int | None = Field(None, ge=8, le=1024)
+    zone: list[tuple[float, float]] | None = Field(
+        None, description="polygon in frame pixels; faces whose centre is outside are never embedded"
+    )
+    max_fps: float | None = Field(None, gt=0, le=120)
+    rtsp_transport: RtspTransport | None = None
+    open_timeout_s: float | None = Field(None, gt=0, le=300)
+    read_timeout_s: float | None = Field(None, gt=0, le=300)
+
+    @field_validator("zone")
+    @classmethod
+    def _zone_polygon(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        if v is None:
+            return v
+        if len(v) < 3:
+            raise ValueError("a zone needs at least 3 points [x, y]")
+        if any(x < 0 or y < 0 for x, y in v):
+            raise ValueError("zone points must be inside the frame (x, y >= 0)")
+        return v
+
+
 class Config(_Section):
     node: NodeSection = NodeSection()
     source: SourceSection = SourceSection()
@@ -136,6 +179,7 @@ class Config(_Section):
     audit: AuditSection = AuditSection()
     models: ModelsSection = ModelsSection()
     metrics: MetricsSection = MetricsSection()
+    cameras: list[CameraSection] = Field(default_factory=list, max_length=32)
 
     @field_validator("tracker")
     @classmethod
@@ -143,6 +187,19 @@ class Config(_Section):
         if v.min_embeddings > v.max_embeddings:
             raise ValueError("min_embeddings must be <= max_embeddings")
         return v
+
+    @model_validator(mode="after")
+    def _cameras_consistent(self) -> Config:
+        seen: set[str] = set()
+        for cam in self.cameras:
+            if cam.name in seen:
+                raise ValueError(f"two cameras are named {cam.name!r}")
+            seen.add(cam.name)
+            if cam.threshold is not None and cam.threshold < self.match.threshold:
+                raise ValueError(
+                    f"camera {cam.name!r}: threshold {cam.threshold} is below match.threshold "
+                    f"{self.match.threshold} (a camera may only be stricter)")
+        return self
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

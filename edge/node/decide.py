@@ -19,8 +19,10 @@ from edge.watchlist.index import Watchlist
 class AlertBuilder:
     """Builds alerts for one camera and holds its per-subject cool-down."""
 
-    def __init__(self, cfg: Config, watchlist: Watchlist, threshold: float) -> None:
+    def __init__(self, cfg: Config, watchlist: Watchlist, threshold: float,
+                 camera: str | None = None) -> None:
         self.cfg = cfg
+        self.camera = camera or cfg.node.camera
         self.watchlist = watchlist
         self.threshold = threshold
         self._last_alert: dict[str, float] = {}  # subject -> time of its last alert
@@ -39,7 +41,7 @@ class AlertBuilder:
         box = [int(round(float(v))) for v in box_f]
         alert = Alert(
             node_id=self.cfg.node.node_id,
-            camera=self.cfg.node.camera,
+            camera=self.camera,
             deployment_id=self.watchlist.meta.deployment_id,
             track_id=track_id,
             subject_id=subject_id,

@@ -1,7 +1,11 @@
 """Where a frame goes, top to bottom.
 
-    source -> detect -> track -> quality gate -> align -> embed -> match -> decide
-           -> (match only) alert -> zeroize every face buffer and the frame slot
+    source -> detect (every ``detector.interval``-th frame) -> zone -> track -> quality gate
+           -> align -> embed -> match -> decide -> (match only) alert
+           -> zeroize every face buffer and the frame slot
+
+A frame between two detections only moves the camera's tracks on (their boxes are predicted
+from their motion at the next detection); it touches no face buffer.
 
 All face data lives in :mod:`edge.privacy` buffers for the duration of one frame. The only
 thing that leaves :meth:`Node.process` is an :class:`edge.link.schema.Alert` for a likely match
@@ -16,11 +20,14 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from edge.config import Config
 from edge.face import quality as q
 from edge.face.align import Aligner
 from edge.face.registry import FaceModels
 from edge.link.schema import Alert
+from edge.node.camera import CameraSpec
 from edge.node.decide import AlertBuilder
 from edge.node.sinks import AlertSink, AuditSink
 from edge.node.sources import Frame, FrameSource
@@ -33,7 +40,12 @@ log = logging.getLogger(__name__)
 
 
 class Node:
-    """One camera's matching pipeline. ``process(frame)`` is the whole per-frame story."""
+    """One camera's matching pipeline. ``process(frame)`` is the whole per-frame story.
+
+    Its own: tracker, cool-down, counters, ledger lines and frame ring. Shared with the
+    site's other cameras (:mod:`edge.node.site`): models, watchlist, sinks, audit log and,
+    when given, the face buffers (one frame is processed at a time, and zeroed after it).
+    """
 
     def __init__(
         self,
@@ -43,8 +55,11 @@ class Node:
         sinks: list[AlertSink] | None = None,
         audit: AuditSink | None = None,
         clock: Callable[[], float] = time.time,
+        camera: CameraSpec | None = None,
+        bufs: FaceBuffers | None = None,
     ) -> None:
         self.cfg = cfg
+        self.camera = camera or CameraSpec(cfg.node.camera, "", "", cfg.match.threshold)
         self.watchlist = watchlist
         self.sinks: list[AlertSink] = list(sinks or [])
         self.audit = audit
@@ -58,24 +73,35 @@ class Node:
                 f"{self.embedder.dim}: the list was built with another model"
             )
         self.aligner = Aligner(self.embedder.input_size)
-        self.gate = q.QualityGate(cfg.quality)
+        min_px = max(cfg.quality.min_face_px, self.camera.min_face_px or 0)
+        self.gate = q.QualityGate(cfg.quality.model_copy(update={"min_face_px": min_px}))
         self.tracker = Tracker(cfg.tracker)
-        self.bufs = FaceBuffers(
+        self.bufs = bufs or FaceBuffers(
             cfg.detector.max_faces, self.embedder.dim, zeroize=cfg.privacy.zeroize,
             lock=cfg.privacy.lock_memory, input_size=self.embedder.input_size,
         )
         self.ring = FrameRing(cfg.privacy.ring_size, zeroize=cfg.privacy.zeroize,
                               lock=cfg.privacy.lock_memory)
         self.stats = NodeStats()
-        self.threshold = cfg.match.threshold
-        self.alert_builder = AlertBuilder(cfg, watchlist, self.threshold)
-        self.ledger = Ledger(audit, self.stats, cfg.audit.ledger_interval_s, self.bufs.zeroize_enabled)
+        self.threshold = self.camera.threshold
+        self.alert_builder = AlertBuilder(cfg, watchlist, self.threshold, self.camera.name)
+        self.ledger = Ledger(audit, self.stats, cfg.audit.ledger_interval_s, self.bufs.zeroize_enabled,
+                             camera=self.camera.name)
+        self.interval = cfg.detector.interval
+        self._until_detect = 0  # frames to carry before the next detection
         self._stop = threading.Event()
         self.stopped_reason = ""
 
     # ------------------------------------------------------------------ per frame
     def process(self, frame: Frame) -> list[Alert]:
         """Run one frame through every stage; all face buffers are zeroed before returning."""
+        if self._until_detect > 0:  # between detections: the tracks carry the faces
+            self._until_detect -= 1
+            self.stats.frames += 1
+            self.stats.frames_carried += 1
+            self.ring.release(frame.slot)
+            return []
+        self._until_detect = self.interval - 1
         b = self.bufs
         st = self.stats.stage_s
         alerts: list[Alert] = []
@@ -83,10 +109,12 @@ class Node:
         t_decided = 0.0
         try:
             t0 = time.perf_counter()
-            n = self.detector(frame.image, b)  # boxes, scores, landmarks -> b
+            detected = n = self.detector(frame.image, b)  # boxes, scores, landmarks -> b
+            if self.camera.zone is not None and n:
+                n = self._keep_in_zone(n)
             t1 = time.perf_counter()
             st["detect"] += t1 - t0
-            self.stats.faces_seen += n
+            self.stats.faces_seen += detected
 
             tracks = self.tracker.update(b.boxes[:n], frame.index)
             todo: list[int] = []
@@ -141,7 +169,7 @@ class Node:
                     self._emit(frame, alert, jpeg, ref)
                     alerts.append(alert)
             st["alert"] += time.perf_counter() - t5
-            self.stats.faces_discarded += n - len(alerts)
+            self.stats.faces_discarded += detected - len(alerts)
             self.stats.frames += 1
             return alerts
         finally:
@@ -152,6 +180,20 @@ class Node:
             st["zeroize"] += done - tz
             if decided_at is not None:  # the frame's match decision -> all its buffers zero
                 self.stats.record(self.stats.zeroize_latency_s, done - t_decided)
+
+    def _keep_in_zone(self, n: int) -> int:
+        """Drop the rows of faces outside the camera's zone: they are never tracked or embedded."""
+        assert self.camera.zone is not None
+        b = self.bufs
+        keep = np.flatnonzero(self.camera.zone.inside(b.boxes[:n]))
+        k = len(keep)
+        if k < n:
+            self.stats.faces_outside_zone += n - k
+            b.boxes[:k] = b.boxes[keep]
+            b.scores[:k] = b.scores[keep]
+            b.landmarks[:k] = b.landmarks[keep]
+            b.n = k  # rows k..n stay dirty until this frame's zeroize (the high-water mark)
+        return k
 
     def _override(self, t: Track, reason: str) -> bool:
         """A gated face: count it, or embed it anyway when the track has been gated too long."""

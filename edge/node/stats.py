@@ -22,9 +22,11 @@ class NodeStats:
     """Counts and timings only: safe to log, export as metrics and write to the ledger."""
 
     frames: int = 0
+    frames_carried: int = 0  # frames between detections (tracks carried by their motion)
     frames_failed: int = 0
     faces_seen: int = 0  # detections over all frames
     faces_embedded: int = 0
+    faces_outside_zone: int = 0  # detections outside the camera's zone (never embedded)
     faces_gated: dict[str, int] = field(default_factory=dict)  # embedding attempts skipped, by reason
     gate_overrides: int = 0  # gated faces embedded anyway: their track was gated too long
     faces_discarded: int = 0  # detections that produced no alert (all their data zeroed)
@@ -46,9 +48,11 @@ class NodeStats:
         lat = np.array(self.zeroize_latency_s or [0.0])
         return {
             "frames": self.frames,
+            "frames_carried": self.frames_carried,
             "frames_failed": self.frames_failed,
             "faces_seen": self.faces_seen,
             "faces_embedded": self.faces_embedded,
+            "faces_outside_zone": self.faces_outside_zone,
             "faces_gated": dict(self.faces_gated),
             "gate_overrides": self.gate_overrides,
             "faces_discarded": self.faces_discarded,
@@ -70,8 +74,9 @@ class Ledger:
     COUNTS = ("frames", "faces_seen", "faces_embedded", "faces_discarded", "alerts")
 
     def __init__(self, audit: AuditSink | None, stats: NodeStats, interval_s: float,
-                 zeroize_enabled: bool) -> None:
+                 zeroize_enabled: bool, camera: str = "") -> None:
         self.audit = audit
+        self.camera = camera
         self.stats = stats
         self.interval_s = interval_s
         self.zeroize_enabled = zeroize_enabled
@@ -87,6 +92,7 @@ class Ledger:
         delta = {k: snap[k] - self._prev[k] for k in self.COUNTS}
         window = np.array(self.stats.zeroize_latency_s[-NodeStats.KEEP:] or [0.0])
         self.audit.append("ledger", {
+            **({"camera": self.camera} if self.camera else {}),
             "interval_s": round(time.monotonic() - self._at, 3),
             **delta,
             "zeroize_p50_ms": round(float(np.percentile(window, 50)) * 1e3, 3),

@@ -201,18 +201,38 @@ def test_live_source_keeps_newest_frame(models_ready, sample_images, tmp_path):
     assert got < 40
 
 
-@pytest.mark.parametrize("spec,msg", [
-    ("/nonexistent/video.mp4", "video file not found"),
-    ("rtsp://127.0.0.1:1/none", "cannot open url source"),
-    ("97", "cannot open webcam source 97"),
-])
-def test_bad_sources_fail_clearly(spec, msg):
+def test_missing_file_fails_clearly():
     from edge.errors import SourceError
     from edge.node.sources import open_source as op
     from edge.privacy import FrameRing
 
-    with pytest.raises(SourceError, match=msg):
-        op(spec, FrameRing(2, lock=False))
+    with pytest.raises(SourceError, match="video file not found"):
+        op("/nonexistent/video.mp4", FrameRing(2, lock=False))
+
+
+@pytest.mark.parametrize("spec", ["rtsp://127.0.0.1:1/none", "97"])
+def test_live_camera_not_up_at_start_is_retried_not_fatal(spec):
+    """A camera or URL that is not up yet at start is retried with back-off (it may come up
+    later), reported as not up, and stopping does not wait for it."""
+    from edge.node.sources import StreamOptions
+    from edge.node.sources import open_source as op
+    from edge.privacy import FrameRing
+
+    src = op(spec, FrameRing(2, lock=False), reconnect_initial_s=0.05, reconnect_max_s=0.1,
+             options=StreamOptions(open_timeout_s=1.0, read_timeout_s=1.0))
+    assert src.live
+    frames = src.frames()
+    stop_at = time.monotonic() + 1.5
+    import threading
+    threading.Thread(target=lambda: (time.sleep(1.0), src.stop()), daemon=True).start()
+    assert list(frames) == []
+    t0 = time.monotonic()
+    src.close(timeout=1.0)
+    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() < stop_at + 1.5
+    assert src.stats.state in ("connecting", "down")
+    assert src.stats.frames == 0
+    assert src.stats.reconnects >= 2
 
 
 def test_probe_jpeg_blanks_bystanders_inside_the_crop():

@@ -136,7 +136,7 @@ class LoopingVideoSource(FrameSource):
             self._inner.close()
             self._inner = None
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
         self.stop()
         self._absorb()
 
@@ -257,7 +257,7 @@ class PacedVideoSource(FrameSource):
                     continue
             yield frame
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
         self.stop()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
