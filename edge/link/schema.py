@@ -13,7 +13,8 @@ Every message is a list of frames whose frame 0 is its type tag::
                                          optional reference JPEG <= 1 MiB]
     edge.ack.v1            hub -> node  {alert_id, status: stored|duplicate}
     edge.nack.v1           hub -> node  {alert_id, reason}: permanent refusal
-    edge.heartbeat.v1      node -> hub  {node_id, camera, run_id, sent_at, pending, counts}
+    edge.heartbeat.v1      node -> hub  {node_id, camera, run_id, sent_at, pending, counts,
+                                         optional cameras: [camera health objects]}
     edge.heartbeat-ack.v1  hub -> node  {sent_at, hub_time}
     edge.decision.v1       hub -> node  {decision_id, alert_id, decision, officer, decided_at}
     edge.decision-ack.v1   node -> hub  {decision_id}
@@ -58,6 +59,9 @@ MAX_REASON = 40  # nack reasons (a metric label on the node)
 MAX_COUNTS = 32  # ledger counts per heartbeat
 MAX_COUNT_NAME = 32
 MAX_COUNT = 2**53  # counts must survive JSON as exact integers
+CAMERA_STATES = ("up", "connecting", "down", "ended", "failed")
+MAX_CAMERAS = 32  # camera health entries per heartbeat
+MAX_CAMERA_REASON = 200
 
 # The one id rule of the link: alert, decision and run ids are uuid4 hex.
 ID_PATTERN = re.compile(r"[0-9a-f]{32}")
@@ -320,8 +324,25 @@ class Nack(_Control):
 
 
 @dataclass(frozen=True)
+class CameraHealth:
+    """One camera's health as its node sees it (heartbeat ``cameras``): names and numbers only."""
+
+    name: str  # camera id: 1..64 chars, the node_id rule
+    label: str  # human label for officers, <= MAX_TEXT chars ("" -> show name)
+    state: str  # one of CAMERA_STATES
+    fps: float  # frames/s processed recently, finite, >= 0
+    last_frame_age_s: float | None  # seconds since the last frame; None = no frame yet
+    reconnects: int  # since node start
+    frames: int  # since node start
+    reason: str = ""  # short text (<= MAX_CAMERA_REASON chars) why it is not up; "" when up
+
+
+CAMERA_FIELDS = tuple(f.name for f in fields(CameraHealth))
+
+
+@dataclass(frozen=True)
 class Heartbeat(_Control):
-    """Node -> hub, every interval: liveness, outbox backlog and cumulative ledger counts."""
+    """Node -> hub, every interval: liveness, outbox backlog, ledger counts, camera health."""
 
     TAG: ClassVar[bytes] = HEARTBEAT
     node_id: str
@@ -331,6 +352,15 @@ class Heartbeat(_Control):
     sent_at: Any
     pending: int
     counts: dict[str, int]
+    cameras: tuple[CameraHealth, ...] = ()
+
+    def to_frames(self) -> list[bytes]:
+        """[tag, JSON]; without cameras the body is byte-for-byte the pre-cameras heartbeat."""
+        body = asdict(self)
+        body["cameras"] = [asdict(c) for c in self.cameras]
+        if not self.cameras:
+            del body["cameras"]
+        return control(self.TAG, body)
 
 
 @dataclass(frozen=True)
@@ -383,8 +413,63 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_COUNT
 
 
+def _is_number(value: object) -> bool:
+    """A finite, non-negative JSON number (an int too large for a float is refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:
+        return False
+
+
+def camera_problem(c: CameraHealth) -> str | None:
+    """Which field of a camera health entry breaks the wire rule, or None when it is valid."""
+    if not (isinstance(c.name, str) and 0 < len(c.name) <= MAX_NAME):
+        return "name"
+    if not (isinstance(c.label, str) and len(c.label) <= MAX_TEXT):
+        return "label"
+    if c.state not in CAMERA_STATES:
+        return "state"
+    if not _is_number(c.fps):
+        return "fps"
+    if c.last_frame_age_s is not None and not _is_number(c.last_frame_age_s):
+        return "last_frame_age_s"
+    if not _is_count(c.reconnects):
+        return "reconnects"
+    if not _is_count(c.frames):
+        return "frames"
+    if not (isinstance(c.reason, str) and len(c.reason) <= MAX_CAMERA_REASON):
+        return "reason"
+    return None
+
+
+def _parse_cameras(value: object) -> tuple[CameraHealth, ...]:
+    """The heartbeat's ``cameras`` list, strictly: known keys only, valid values, unique names."""
+    bad = MessageError("field", "bad cameras in heartbeat")
+    if not isinstance(value, list) or len(value) > MAX_CAMERAS:
+        raise bad
+    out: list[CameraHealth] = []
+    for item in value:
+        # Exactly the CameraHealth keys (reason may be left out): nothing else rides along.
+        if not isinstance(item, dict) or not set(CAMERA_FIELDS) - {"reason"} <= set(item) \
+                or not set(item) <= set(CAMERA_FIELDS):
+            raise bad
+        cam = CameraHealth(**item)
+        if camera_problem(cam) is not None:
+            raise bad
+        out.append(CameraHealth(
+            cam.name, cam.label, cam.state, float(cam.fps),
+            None if cam.last_frame_age_s is None else float(cam.last_frame_age_s),
+            cam.reconnects, cam.frames, cam.reason,
+        ))
+    if len({c.name for c in out}) != len(out):
+        raise bad
+    return tuple(out)
+
+
 def parse_heartbeat(frames: Sequence[bytes]) -> Heartbeat:
-    """Validate an ``edge.heartbeat.v1``; camera, pending and counts may be absent."""
+    """Validate an ``edge.heartbeat.v1``; camera, pending, counts and cameras may be absent."""
     body = parse_control(frames, ("node_id", "run_id", "sent_at"))
     node_id, run_id = body["node_id"], body["run_id"]
     camera = body.get("camera", "")
@@ -402,7 +487,8 @@ def parse_heartbeat(frames: Sequence[bytes]) -> Heartbeat:
         raise MessageError("field", "bad counts in heartbeat")
     if not isinstance(pending, int) or isinstance(pending, bool):
         pending = 0  # informational only: a bad value is not worth refusing the heartbeat
-    return Heartbeat(node_id, camera, run_id, body["sent_at"], pending, counts)
+    cameras = _parse_cameras(body.get("cameras", []))
+    return Heartbeat(node_id, camera, run_id, body["sent_at"], pending, counts, cameras)
 
 
 def parse_decision(frames: Sequence[bytes]) -> Decision:
