@@ -5,7 +5,8 @@ encoded alert into the durable outbox (``edge.link.outbox``) and wakes a backgro
 That thread sends what is due, re-sends unacked alerts with back-off (and all of them at once
 when the hub answers again, since whatever was in flight to a dead connection is lost),
 removes acked alerts, drops nacked ones, appends each officer decision to the audit log once
-and then acks it, and sends a heartbeat with the ledger counts every interval.
+and then acks it, and sends a heartbeat with the ledger counts and the health of every camera
+every interval.
 
 A transport is a subclass that implements five narrow methods: ``_open`` (connect),
 ``_transmit`` (hand one encoded message to the link without blocking), ``_wait`` (block for
@@ -15,14 +16,16 @@ is the ZeroMQ one; messages are built and validated by ``edge.link.schema`` only
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import numbers
 import sqlite3
 import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Self
 
@@ -33,16 +36,23 @@ from edge.link.schema import (
     ACK,
     DECISION,
     HEARTBEAT_ACK,
+    MAX_CAMERA_REASON,
+    MAX_CAMERAS,
+    MAX_CONTROL_BYTES,
+    MAX_COUNT,
     MAX_COUNT_NAME,
     MAX_COUNTS,
+    MAX_TEXT,
     NACK,
     Ack,
     Alert,
+    CameraHealth,
     Decision,
     DecisionAck,
     Heartbeat,
     MessageError,
     Nack,
+    camera_problem,
     encode,
     parse_ack,
     parse_decision,
@@ -84,6 +94,49 @@ class AuditRecorder(Protocol):
 
 
 CountsProvider = Callable[[], Mapping[str, object]]
+HealthProvider = Callable[[], Sequence[CameraHealth]]
+
+_SHORT_TEXT = 60  # label/reason length kept when a heartbeat would not fit MAX_CONTROL_BYTES
+
+
+def _non_negative(value: object) -> float | None:
+    """A finite float >= 0, or None for anything else (NaN, inf, negative, not a number)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        f = float(value)
+    except (OverflowError, ValueError):
+        return None
+    return f if math.isfinite(f) and f >= 0 else None
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return 0
+    return max(0, min(int(value), MAX_COUNT - 1))
+
+
+def clean_camera(c: object) -> CameraHealth | None:
+    """The entry made wire-valid (texts cut, bad numbers zeroed), or None if it cannot be.
+
+    Name and state are the entry's identity and meaning: when they break the rule it is dropped
+    rather than guessed at. The hub refuses a whole heartbeat with one bad entry, so nothing
+    else may reach it.
+    """
+    if not isinstance(c, CameraHealth):
+        return None
+    age = None if c.last_frame_age_s is None else _non_negative(c.last_frame_age_s)
+    cleaned = CameraHealth(
+        name=c.name,
+        label=c.label[:MAX_TEXT] if isinstance(c.label, str) else "",
+        state=c.state,
+        fps=_non_negative(c.fps) or 0.0,
+        last_frame_age_s=age,
+        reconnects=_count(c.reconnects),
+        frames=_count(c.frames),
+        reason=c.reason[:MAX_CAMERA_REASON] if isinstance(c.reason, str) else "",
+    )
+    return cleaned if camera_problem(cleaned) is None else None
 
 
 class OutboxSender(ABC):
@@ -107,6 +160,7 @@ class OutboxSender(ABC):
         heartbeat_interval: float = 1.0,
         max_in_flight: int = 64,
         counts: CountsProvider | None = None,
+        health: HealthProvider | None = None,
     ) -> None:
         self.outbox_path = Path(outbox_path)
         self.node_id = node_id
@@ -120,6 +174,8 @@ class OutboxSender(ABC):
         self.max_in_flight = max_in_flight
         self.run_id = uuid.uuid4().hex
         self.counts_provider = counts  # called at each heartbeat; alternative to set_counts()
+        self.health_provider = health  # called at each heartbeat: every camera's health
+        self._health_warned: set[str] = set()  # each kind of bad health entry is logged once
         self._outbox: Outbox | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -297,8 +353,63 @@ class OutboxSender(ABC):
             sent_at=now,
             pending=self._outbox.pending() if self._outbox else 0,
             counts=counts,
+            cameras=self._cameras(),
         )
-        return self._transmit(beat.to_frames())
+        return self._transmit(self._fit(beat))
+
+    def _health_warning(self, kind: str, message: str, *args: object) -> None:
+        if kind not in self._health_warned:
+            self._health_warned.add(kind)
+            log.warning(message, *args)
+
+    def _cameras(self) -> tuple[CameraHealth, ...]:
+        """The provider's camera health, wire-valid, unique names, at most MAX_CAMERAS."""
+        if self.health_provider is None:
+            return ()
+        try:
+            raw = list(self.health_provider())
+        except Exception:  # health is informational; never stop heartbeats over it
+            log.exception("camera health provider failed; heartbeats go on without cameras")
+            self.health_provider = None
+            return ()
+        out: list[CameraHealth] = []
+        names: set[str] = set()
+        for item in raw:
+            cam = clean_camera(item)
+            if cam is None:
+                self._health_warning("bad", "camera health entry dropped: bad name or state")
+                continue
+            if cam.name in names:
+                self._health_warning("dup", "camera health entry dropped: name %s twice",
+                                     cam.name)
+                continue
+            if len(out) == MAX_CAMERAS:
+                self._health_warning("many", "only the first %d cameras' health is sent",
+                                     MAX_CAMERAS)
+                break
+            names.add(cam.name)
+            out.append(cam)
+        return tuple(out)
+
+    def _fit(self, beat: Heartbeat) -> list[bytes]:
+        """The heartbeat's frames within MAX_CONTROL_BYTES (the hub refuses a larger one).
+
+        Long labels and reasons are cut first; cameras are left off from the end only if even
+        that is not enough (possible only with many long non-ASCII texts).
+        """
+        frames = beat.to_frames()
+        if len(frames[1]) <= MAX_CONTROL_BYTES:
+            return frames
+        cams = [dataclasses.replace(c, label=c.label[:_SHORT_TEXT], reason=c.reason[:_SHORT_TEXT])
+                for c in beat.cameras]
+        while True:
+            frames = dataclasses.replace(beat, cameras=tuple(cams)).to_frames()
+            if len(frames[1]) <= MAX_CONTROL_BYTES or not cams:
+                break
+            cams.pop()
+        self._health_warning("size", "heartbeat too large: camera texts cut, %d of %d camera(s) "
+                             "sent", len(cams), len(beat.cameras))
+        return frames
 
     def _check_connected(self, now: float) -> None:
         connected = now - self._last_hub_reply <= 3 * self.heartbeat_interval + 0.5
