@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from edge.errors import EdgeError
+from edge.lab.bench import cameras as cams
 from edge.lab.bench.report import console_summary, write_report
 from edge.lab.bench.run import BenchOptions, run_bench
 
@@ -38,11 +39,21 @@ from edge.lab.bench.run import BenchOptions, run_bench
 @click.option("--held-out", type=click.IntRange(min=0), default=100, show_default=True,
               help="Auto watchlist: LFW identities (from ../shared/data, when present) added as "
                    "held-out subjects who are not in the video.")
+@click.option("--cameras", type=click.IntRange(min=1), default=None,
+              help="Instead of the single-camera benchmark: N copies of the video as N live cameras "
+                   "(paced at its frame rate) in ONE node process, side by side with N single-camera "
+                   "processes of the node before sites (--before-rev), all at once.")
+@click.option("--interval", type=click.IntRange(min=1), default=None,
+              help="With --cameras: detector.interval for the new node (default: the config's).")
+@click.option("--before-rev", default=cams.BEFORE_REV, show_default=True,
+              help="With --cameras: git revision of the old one-camera-per-process node.")
+@click.option("--no-before", is_flag=True, help="With --cameras: skip the old N-process runs.")
 @click.option("--no-plots", is_flag=True, help="JSON and markdown only.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def bench(video: str | None, watchlist: str, key_file: str | None, config_path: str | None, out: Path,
           frames: int, peers: bool, peer_frames: int, no_face_recognition: bool, no_live: bool,
-          no_zeroize_ab: bool, ab_reps: int, held_out: int, no_plots: bool, quiet: bool) -> None:
+          no_zeroize_ab: bool, ab_reps: int, held_out: int, cameras: int | None, interval: int | None,
+          before_rev: str, no_before: bool, no_plots: bool, quiet: bool) -> None:
     """Benchmark the node as configured on a real video and a real watchlist.
 
     Reports time per stage (decode, detect, track, align, embed, search, alert, zeroize),
@@ -57,6 +68,7 @@ def bench(video: str | None, watchlist: str, key_file: str | None, config_path: 
       edge bench
       edge bench --peers --out out/bench
       edge bench --video clip.mp4 --watchlist wl/ --key-file wl.key --config config/site.toml
+      edge bench --cameras 3 --frames 525 --interval 3 --out out/bench/cameras3
     """
     if watchlist != "auto" and not key_file:
         raise EdgeError("--watchlist DIR needs --key-file (or use --watchlist auto)")
@@ -69,6 +81,18 @@ def bench(video: str | None, watchlist: str, key_file: str | None, config_path: 
         face_recognition=not no_face_recognition, progress=not quiet, zeroize_reps=ab_reps,
         n_lfw=held_out,
     )
+    if cameras is not None:
+        copts = cams.CamerasOptions(cameras=(cameras,), intervals=(interval or 0,), before=not no_before,
+                                    before_rev=before_rev)
+        res = cams.run_cameras(opts, copts, echo=click.echo)
+        written = cams.write_cameras_report(res, out, plots=not no_plots)
+        click.echo("[bench] results:")
+        for line in cams.console_summary(res):
+            click.echo(line)
+        click.echo(f"[bench] wrote {', '.join(str(p) for p in written.values())}")
+        return
+    if interval is not None:
+        raise EdgeError("--interval needs --cameras (for one camera set [detector] interval in --config)")
     result = run_bench(opts, echo=click.echo)
     paths = write_report(result, out, plots=not no_plots)
     click.echo("[bench] results:")

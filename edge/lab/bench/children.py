@@ -16,6 +16,7 @@ import pickle
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from edge.errors import EdgeError
@@ -29,7 +30,7 @@ Runner = Callable[[ChildJob], dict[str, Any]]
 
 
 def runner_for(mode: str) -> Runner:
-    """The function that measures ``mode`` (node | live | naive | face_recognition)."""
+    """The function that measures ``mode`` (node | live | site | naive | face_recognition)."""
     # Imported per mode, not at the top: a child loads only the system it measures, so its
     # peak memory is that system's alone (the face_recognition peer never loads ONNX Runtime
     # or FAISS, the naive loop never loads the node).
@@ -37,6 +38,10 @@ def runner_for(mode: str) -> Runner:
         from edge.lab.bench.node_child import run_node_child
 
         return run_node_child
+    if mode == "site":
+        from edge.lab.bench.site_child import run_site_child
+
+        return run_site_child
     if mode == "naive":
         from edge.lab.bench.peer_naive import run_naive_child
 
@@ -62,26 +67,68 @@ def child_main() -> int:
     return 0
 
 
-def run_child(job: ChildJob, zeroize_off: bool = False, timeout: float | None = None) -> dict[str, Any]:
-    """Run one job in a fresh Python process and return its result dict.
-
-    The zeroization-off switch is set only in the child's environment.
-    """
+def child_env(zeroize_off: bool = False, pythonpath: str | None = None) -> dict[str, str]:
+    """The child's environment: the zeroization-off switch only when asked, and in the child only."""
     env = dict(os.environ)
     env.pop(TEST_DISABLE_ENV, None)
     if zeroize_off:
         env[TEST_DISABLE_ENV] = "1"
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
     env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
-    proc = subprocess.run(
-        [sys.executable, "-m", CHILD_MODULE], input=pickle.dumps(job), stdout=subprocess.PIPE,
-        stderr=None, env=env, timeout=timeout, check=False,
+    return env
+
+
+def start_child(job: ChildJob, zeroize_off: bool = False, checkout: Path | None = None
+                ) -> subprocess.Popen[bytes]:
+    """Start one job in a fresh Python process; collect it with :func:`finish_child`.
+
+    ``checkout``: run another copy of the code (an older revision, for before/after runs):
+    the child starts there with only that copy on ``PYTHONPATH``, so ``import edge`` finds it
+    before the installed one. The job is pickled by class name, so that copy's own
+    ``ChildJob`` reads it (fields it lacks are carried along and ignored).
+    """
+    env = child_env(zeroize_off, None if checkout is None else str(checkout))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", CHILD_MODULE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=None, env=env, cwd=None if checkout is None else str(checkout),
     )
-    for line in reversed(proc.stdout.decode("utf-8", "replace").splitlines()):
+    assert proc.stdin is not None
+    try:
+        # flushed, not closed: the child reads exactly one pickle, and communicate() in
+        # finish_child closes the pipe (it cannot flush one closed here)
+        proc.stdin.write(pickle.dumps(job))
+        proc.stdin.flush()
+    except BrokenPipeError:  # the child died at once; finish_child reports its exit code
+        pass
+    return proc
+
+
+def finish_child(proc: subprocess.Popen[bytes], job: ChildJob, timeout: float | None = None
+                 ) -> dict[str, Any]:
+    """Wait for a child from :func:`start_child` and return its result dict."""
+    assert proc.stdout is not None
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return {"mode": job.mode, "label": job.label, "error": f"child process ran past {timeout} s"}
+    for line in reversed(out.decode("utf-8", "replace").splitlines()):
         if line.startswith(RESULT_MARK):
             result: dict[str, Any] = json.loads(line[len(RESULT_MARK):])
             return result
     return {"mode": job.mode, "label": job.label,
             "error": f"child process exited with code {proc.returncode} and no result"}
+
+
+def run_child(job: ChildJob, zeroize_off: bool = False, timeout: float | None = None,
+              checkout: Path | None = None) -> dict[str, Any]:
+    """Run one job in a fresh Python process and return its result dict.
+
+    The zeroization-off switch is set only in the child's environment.
+    """
+    return finish_child(start_child(job, zeroize_off, checkout), job, timeout)
 
 
 if __name__ == "__main__":

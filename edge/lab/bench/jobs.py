@@ -29,7 +29,7 @@ class EnrolFace:
 class ChildJob:
     """What one child process runs; sent pickled over its stdin."""
 
-    mode: str  # node | live | naive | face_recognition
+    mode: str  # node | live | site | naive | face_recognition
     video: str
     frames: int
     config: str | None
@@ -44,6 +44,7 @@ class ChildJob:
     upsample: int = 1
     inline_decode: bool = False  # node: decode in the node's thread (speed experiment)
     progress: bool = True
+    cameras: int = 1  # site: copies of the video run as that many cameras in one node
 
 
 def progress_bar(job: ChildJob, total: int) -> Any:

@@ -94,3 +94,34 @@ class Meter:
             "rss_end_mb": status_mb("VmRSS"),
             "other_processes_cores": self.other_cores,
         }
+
+
+class ChildrenMeter:
+    """Wall time, CPU of the child processes waited for meanwhile, and CPU of everything else.
+
+    For runs of several child processes at once (one camera each): their CPU comes from
+    ``RUSAGE_CHILDREN``, so ``other_processes_cores`` is what neither they nor this process used.
+    """
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+        self.other_cores: float | None = None
+
+    def __enter__(self) -> ChildrenMeter:
+        self.t0 = time.perf_counter()
+        self.ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.me0 = resource.getrusage(resource.RUSAGE_SELF)
+        self.j0 = cpu_jiffies()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.t0
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        self.cpu = ru.ru_utime - self.ru0.ru_utime + ru.ru_stime - self.ru0.ru_stime
+        mine = me.ru_utime - self.me0.ru_utime + me.ru_stime - self.me0.ru_stime
+        j1 = cpu_jiffies()
+        self.other_cores = None
+        if self.j0 and j1:
+            busy_s = (j1[0] - self.j0[0]) / os.sysconf("SC_CLK_TCK")
+            self.other_cores = round(max(0.0, busy_s - self.cpu - mine) / max(self.wall, 1e-9), 2)

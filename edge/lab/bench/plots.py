@@ -122,3 +122,42 @@ def write_plots(r: dict[str, Any], out: Path) -> dict[str, Path]:
         paths["peers_png"] = out / "peers.png"
         fig.savefig(paths["peers_png"], dpi=110)
     return paths
+
+
+def write_cameras_plot(r: dict[str, Any], path: Path) -> Path:
+    """Frames processed % and capture->alert p95 (worst camera) vs the number of cameras."""
+    fig = _figure((10, 3.8))
+    ax1, ax2 = fig.subplots(1, 2)
+    series: dict[str, list[tuple[int, float | None, float | None]]] = {}
+    for e in r["runs"]:
+        for key, name in (("site", "new: one process"), ("before", "old: N processes")):
+            s = e.get(key)
+            if not s or not s.get("per_camera"):
+                continue
+            label = f"{name}, interval {s['detector_interval']}" if key == "site" else name
+            pts = series.setdefault(label, [])
+            if (e["cameras"], s["processed_pct_min"], s["c2a_p95_ms_max"]) not in pts:
+                pts.append((e["cameras"], s["processed_pct_min"], s["c2a_p95_ms_max"]))
+    for label, pts in series.items():
+        pts.sort()
+        style = "--" if label.startswith("old") else "-"
+        ns = [p[0] for p in pts]
+        ax1.plot(ns, [p[1] for p in pts], style, marker="o", label=label)
+        ax2.plot(ns, [np.nan if p[2] is None else p[2] for p in pts], style, marker="o", label=label)
+    ax1.axhline(95.0, color="k", ls=":", lw=1, label="goal 95%")
+    ax2.axhline(GOALS["capture_to_alert_p95_ms"], color="k", ls=":", lw=1, label="goal 250 ms")
+    ns_all = sorted({e["cameras"] for e in r["runs"]})
+    for ax in (ax1, ax2):
+        ax.set_xticks(ns_all)
+        ax.set_xlabel("cameras (1080p, 25 fps each)")
+        ax.grid(alpha=0.3)
+    ax1.set_ylabel("frames processed, worst camera (%)")
+    ax1.set_ylim(0, 105)
+    ax2.set_ylabel("capture->alert p95, worst camera (ms)")
+    ax2.set_yscale("log")
+    ax1.legend(fontsize=7, loc="lower left")
+    ax2.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Cameras per node on {r['machine'].get('cores')} cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path

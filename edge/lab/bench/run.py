@@ -28,7 +28,7 @@ from edge.lab.bench.measure import WARMUP_FRAMES, Meter, pct
 from edge.lab.bench.peer_face_recognition import face_recognition_status
 from edge.lab.bench.sources import SAMPLE_CLIP_NAME, default_video, make_sample_clip, video_info
 from edge.lab.bench.summary import GOALS, summarise
-from edge.lab.bench.watchlists import auto_watchlist, load_user_watchlist
+from edge.lab.bench.watchlists import BenchWatchlist, auto_watchlist, load_user_watchlist
 
 SCHEMA = "edge.lab.bench.v1"
 BENCH_OVERRIDES: dict[str, Any] = {
@@ -143,8 +143,8 @@ def config_summary(cfg: Config, info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_bench(opts: BenchOptions, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """The whole benchmark; returns the result dict (see :func:`edge.lab.bench.report.write_report`)."""
+def bench_video(opts: BenchOptions, echo: Callable[[str], None] = print) -> tuple[str, dict[str, Any]]:
+    """The video to run on (``--video``, else the arcade clip, else a clip from t1.jpg) and its info."""
     video = opts.video
     if video is None:
         found = default_video()
@@ -158,6 +158,26 @@ def run_bench(opts: BenchOptions, echo: Callable[[str], None] = print) -> dict[s
     info = video_info(video)
     if info["frames"] <= 0:
         raise SourceError(f"video {video} has no frames")
+    return video, info
+
+
+def bench_watchlist(opts: BenchOptions, video: str, echo: Callable[[str], None] = print) -> BenchWatchlist:
+    """``--watchlist DIR`` (encrypted), or the auto list: people from the video + held-out faces."""
+    if opts.watchlist:
+        if not opts.key_file:
+            raise EdgeError("--watchlist needs --key-file (or use --watchlist auto)")
+        return load_user_watchlist(opts.watchlist, opts.key_file)
+    echo("[bench] building the auto watchlist (enrolling faces from the video + held-out faces)")
+    # enrol with the default detector settings whatever the benchmarked config says, so
+    # that runs of different configs are scored against the same people
+    enrol_cfg = load_config(opts.config, overrides={
+        **BENCH_OVERRIDES, "detector": {"min_face_px": 32, "input_width": 0}})
+    return auto_watchlist(enrol_cfg, video, opts.n_video_subjects, opts.n_lfw)
+
+
+def run_bench(opts: BenchOptions, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """The whole benchmark; returns the result dict (see :func:`edge.lab.bench.report.write_report`)."""
+    video, info = bench_video(opts, echo)
     frames = opts.frames or max(500, info["frames"])
     peer_frames = opts.peer_frames or info["frames"]
     cfg = load_config(opts.config, overrides=BENCH_OVERRIDES)
@@ -171,17 +191,7 @@ def run_bench(opts: BenchOptions, echo: Callable[[str], None] = print) -> dict[s
     }
     echo(f"[bench] video {info['path']} ({info['width']}x{info['height']}, {info['frames']} frames "
          f"at {info['fps']:g} fps); node runs: {frames} frames (looped)")
-    if opts.watchlist:
-        if not opts.key_file:
-            raise EdgeError("--watchlist needs --key-file (or use --watchlist auto)")
-        bw = load_user_watchlist(opts.watchlist, opts.key_file)
-    else:
-        echo("[bench] building the auto watchlist (enrolling faces from the video + held-out faces)")
-        # enrol with the default detector settings whatever the benchmarked config says, so
-        # that runs of different configs are scored against the same people
-        enrol_cfg = load_config(opts.config, overrides={
-            **BENCH_OVERRIDES, "detector": {"min_face_px": 32, "input_width": 0}})
-        bw = auto_watchlist(enrol_cfg, video, opts.n_video_subjects, opts.n_lfw)
+    bw = bench_watchlist(opts, video, echo)
     result["watchlist"] = {"description": bw.description, "entries": bw.entries,
                            "video_subjects": len(bw.video_subjects),
                            "held_out_subjects": len(bw.held_out_subjects)}
