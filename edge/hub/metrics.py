@@ -1,4 +1,4 @@
-"""Hub metrics: alerts in, refusals by reason, decisions, logins, latencies."""
+"""Hub metrics: alerts in, refusals by reason, decisions, logins, latencies, cameras."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from edge.exporter import LATENCY_BUCKETS
 
 
 class HubMetrics:
-    """Hub metrics: alerts in, refusals by reason, decisions, logins, latencies."""
+    """Hub metrics: alerts in, refusals by reason, decisions, logins, latencies, cameras."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -33,6 +33,18 @@ class HubMetrics:
         )
         self.heartbeats = Counter("edge_hub_heartbeats", "Node heartbeats received", registry=r)
         self.nodes_online = Gauge("edge_hub_nodes_online", "Nodes heard recently", registry=r)
+        self.cameras = Gauge(
+            "edge_hub_cameras",
+            "Cameras by state as officers see it (unknown: node lost or camera not reported)",
+            ["state"],
+            registry=r,
+        )
+        self.camera_up = Gauge(
+            "edge_hub_camera_up",
+            "1 while the camera delivers frames and its node is heard, else 0",
+            ["node_id", "camera"],
+            registry=r,
+        )
         self.decisions = Counter(
             "edge_hub_decisions", "Officer decisions", ["decision"], registry=r
         )

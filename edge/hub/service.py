@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge.hub.cameras import CameraBoard
 from edge.hub.config import HubConfig
 from edge.hub.metrics import HubMetrics
 from edge.hub.officers import Officers
@@ -41,6 +42,7 @@ from edge.link.schema import (
 log = logging.getLogger(__name__)
 
 _DECISION_RESEND_S = 2.0
+_REFUSAL_LOG_S = 60.0  # a refused heartbeat is logged at most this often per reason
 
 
 class EventBus:
@@ -107,6 +109,9 @@ class Hub:
         self._router: HubRouter | None = None
         self._routes: dict[str, bytes] = {}  # node_id -> where the router reaches it
         self._last_seen: dict[str, float] = {}
+        self.cameras = CameraBoard(self.metrics)
+        self._online: set[str] = set()  # nodes online at the last tick (to log them lost)
+        self._refusal_logged: dict[str, float] = {}
         self._next_purge = 0.0
         self.endpoint: str | None = None
         self.stopping = False
@@ -158,7 +163,11 @@ class Hub:
         return status, card
 
     def node_status(self) -> list[dict[str, Any]]:
-        """Every known node with whether it was heard within ``node_lost_after_s``."""
+        """Every known node: heard within ``node_lost_after_s``? and its cameras' health.
+
+        A camera's ``state`` is ``unknown`` while its node is lost (never its last reported
+        ``up``); ``last_frame_age_s`` keeps growing from the heartbeat that carried it.
+        """
         now = time.time()
         lost_after = self.cfg.ui.node_lost_after_s
         seen = dict(self._last_seen)  # a copy: the router thread updates it
@@ -169,15 +178,21 @@ class Hub:
         out = []
         for name in sorted(names):
             last = seen.get(name, 0.0)
+            online = bool(last) and now - last <= lost_after
             out.append(
                 {
                     "node_id": name,
                     "camera": cams.get(name, ""),
                     "last_seen": last or None,
-                    "online": bool(last) and now - last <= lost_after,
+                    "online": online,
+                    "cameras": self.cameras.cameras(name, online, last or None, now),
                 }
             )
         return out
+
+    def _is_online(self, node_id: str, now: float) -> bool:
+        last = self._last_seen.get(node_id, 0.0)
+        return bool(last) and now - last <= self.cfg.ui.node_lost_after_s
 
     def purge(self, now: float | None = None) -> dict[str, int]:
         """Apply the retention policy now (also runs periodically)."""
@@ -200,9 +215,14 @@ class Hub:
         self._push_decisions(only_new=True)
 
     def tick(self, now: float) -> None:
-        self.metrics.nodes_online.set(
-            sum(1 for t in self._last_seen.values() if now - t <= self.cfg.ui.node_lost_after_s)
-        )
+        online = {n for n in self._last_seen if self._is_online(n, now)}
+        for node_id in sorted(self._online - online):
+            log.warning("node %s lost: not heard for %.0f s", node_id,
+                        now - self._last_seen.get(node_id, now))
+            self.cameras.node_lost(node_id)
+        self._online = online
+        self.metrics.nodes_online.set(len(online))
+        self.cameras.update_metrics(lambda n: n in online)
         if now >= self._next_purge:
             self._next_purge = now + self.cfg.retention.purge_interval_s
             try:
@@ -280,9 +300,12 @@ class Hub:
             beat = parse_heartbeat(msg.frames)
         except MessageError as exc:
             self._refuse(exc.reason)
+            self._log_refusal(exc.reason, f"refused heartbeat from {msg.peer or 'a node'}: {exc}")
             return
         if msg.peer is not None and beat.node_id != msg.peer:
             self._refuse("node_id_mismatch")
+            self._log_refusal("node_id_mismatch", f"refused heartbeat: node_id does not match "
+                              f"the sender's key ({msg.peer})")
             return
         now = time.time()
         newly_online = self._heard(beat.node_id, msg.route, now)
@@ -290,10 +313,19 @@ class Hub:
         self.store.node_heartbeat(beat.node_id, beat.camera, beat.run_id, beat.counts,
                                   beat.pending, now)
         self._reply(msg.route, HeartbeatAck(beat.sent_at, now).to_frames())
+        cameras_changed = self.cameras.update(beat.node_id, beat.run_id, beat.cameras, now)
         if newly_online:
             log.info("node %s connected", beat.node_id)
-            self.bus.publish({"type": "nodes"})
+        if newly_online or cameras_changed:
+            self.bus.publish({"type": "nodes"})  # tablets get the new status at once
         self._push_decisions(node_id=beat.node_id)
+
+    def _log_refusal(self, reason: str, line: str) -> None:
+        """One warning line per refusal reason a minute (a hostile node cannot flood the log)."""
+        now = time.monotonic()
+        if now - self._refusal_logged.get(reason, -_REFUSAL_LOG_S) >= _REFUSAL_LOG_S:
+            self._refusal_logged[reason] = now
+            log.warning("%s", line)
 
     def _on_decision_ack(self, msg: Incoming) -> None:
         assert self.store is not None
