@@ -3,6 +3,7 @@ node's audit log, node-lost banner; screenshots at tablet size in artifacts/."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -249,4 +250,54 @@ def test_end_to_end_node_on_video_to_tablet(tmp_path: Path, browser, engine, sam
             node.kill()
             node.wait(10)
         ctx.close()
+        h.close()
+
+
+def test_camera_down_banner_sticky_until_camera_up(tmp_path: Path, browser) -> None:
+    """A down camera on a node that still heartbeats: a sticky banner with its label and
+    reason, kept while the officer scrolls, gone once a heartbeat says it is up again."""
+    from edge.link.schema import CameraHealth
+
+    h = RunningHub(hub_config(tmp_path, **{"ui.node_lost_after_s": 3}))
+    down = CameraHealth("entrance-a", "Entrance A", "down", 0.0, 12.0, 2, 800,
+                        "RTSP read timeout")
+    up = CameraHealth("entrance-a", "Entrance A", "up", 25.0, 0.04, 2, 900)
+    other = CameraHealth("yard", "Yard", "up", 25.0, 0.04, 0, 900)
+    health = [down, other]
+    sender = ZmqSender(tmp_path / "o.sqlite", h.endpoint, "node-cam", None, None,
+                       camera="Entrance", heartbeat_interval=0.3,
+                       health=lambda: list(health)).start()
+    ctx = browser.new_context(viewport={"width": 1024, "height": 768}, has_touch=True)
+    page = ctx.new_page()
+    sel = '#banners .banner[data-camera="entrance-a"][data-node="node-cam"]'
+    try:
+        sign_in(page, h.url)
+        page.wait_for_selector(sel + '[data-state="down"]', timeout=10000)
+        text = page.locator(sel).inner_text()
+        m = re.fullmatch(r"Camera down: Entrance A \(no frames for (\d+) s\) — RTSP read timeout",
+                         text)
+        assert m and int(m.group(1)) >= 12, text  # the age as reported, grown since
+        assert page.locator('#banners [data-camera="yard"]').count() == 0  # up: no banner
+        assert "Camera node lost" not in page.locator("#banners").inner_text()
+        # a long queue of alerts to scroll through: the banner stays at the top
+        probe, ref = face_jpegs()
+        for i in range(6):
+            sender.send(synthetic_alert("node-cam", "Entrance", i, display_name=f"P {i}"),
+                        probe, ref)
+        # (polled from here: the app's CSP forbids the eval that wait_for_function polls with)
+        page.locator("#open article").nth(5).wait_for(timeout=10000)
+        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        wait_for(lambda: page.evaluate("window.scrollY") > 300, timeout=5, what="scrolled")
+        box = page.locator(sel).bounding_box()
+        assert box is not None and 0 <= box["y"] < 200, box
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "tablet_camera_down.png"))
+
+        health[0] = up
+        page.wait_for_selector(sel, state="detached", timeout=10000)
+        assert page.locator("#banners .banner.camera").count() == 0
+        assert page.locator("#banners").inner_text() == ""
+    finally:
+        ctx.close()
+        sender.close(0)
         h.close()

@@ -156,6 +156,30 @@ function refresh() {
   renderBanners();
 }
 
+function fmtDur(sec) {
+  const s = Math.max(0, Math.round(sec));
+  if (s < 60) return s + " s";
+  if (s < 3600) return Math.floor(s / 60) + " min";
+  return Math.floor(s / 3600) + " h";
+}
+
+const CAMERA_TITLE = { down: "Camera down", connecting: "Camera connecting", failed: "Camera failed",
+                       unknown: "Camera status unknown", ended: "Camera ended" };
+
+// One banner per camera that is not up on a node that is heard. "ended" (a file that finished)
+// is a quiet note, not an alarm. Cameras of a lost node are named in the node-lost banner.
+function cameraBanner(n, c) {
+  if (c.state === "up") return null;
+  const label = c.label || c.name;
+  const quiet = c.last_frame_age_s == null ? "no frame yet" : "no frames for " + fmtDur(c.last_frame_age_s);
+  let text = (CAMERA_TITLE[c.state] || "Camera " + c.state) + ": " + label;
+  if (c.state !== "ended" && c.state !== "unknown") text += " (" + quiet + ")";
+  if (c.reason && c.reason.toLowerCase() !== quiet) text += " — " + c.reason;
+  const cls = c.state === "ended" ? "banner note camera"
+    : (c.state === "connecting" || c.state === "unknown") ? "banner warn camera" : "banner camera";
+  return [cls, text, { node: n.node_id, camera: c.name, state: c.state }];
+}
+
 function renderBanners() {
   const box = $("#banners");
   const items = [];
@@ -165,7 +189,15 @@ function renderBanners() {
     for (const n of lost) {
       const label = (n.camera ? n.camera + " (" + n.node_id + ")" : n.node_id);
       const when = n.last_seen ? "last heard " + fmtTime(n.last_seen) + ", " + ago(n.last_seen) : "not heard since the hub started";
-      items.push(["banner", "Camera node lost: " + label + " — " + when + ". Alerts from it cannot arrive."]);
+      const cams = (n.cameras || []).map((c) => c.label || c.name);
+      const which = cams.length ? " Cameras: " + cams.join(", ") + "." : "";
+      items.push(["banner", "Camera node lost: " + label + " — " + when + ". Alerts from it cannot arrive." + which]);
+    }
+    for (const n of state.nodes.filter((x) => x.online)) {
+      for (const c of n.cameras || []) {
+        const b = cameraBanner(n, c);
+        if (b) items.push(b);
+      }
     }
     if (!state.nodes.length) items.push(["banner warn", "No camera node has connected yet."]);
   }
@@ -173,10 +205,15 @@ function renderBanners() {
   if (box.dataset.key === key) return;
   box.dataset.key = key;
   box.textContent = "";
-  for (const [cls, text] of items) {
+  for (const [cls, text, cam] of items) {
     const d = document.createElement("div");
     d.className = cls;
     d.textContent = text;
+    if (cam) {
+      d.dataset.node = cam.node;
+      d.dataset.camera = cam.camera;
+      d.dataset.state = cam.state;
+    }
     box.appendChild(d);
   }
 }
