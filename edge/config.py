@@ -24,6 +24,11 @@ class _Section(BaseModel):
 class NodeSection(_Section):
     node_id: str = Field("edge-node-1", min_length=1, max_length=64)
     camera: str = Field("camera-1", min_length=1, max_length=128)
+    workers: int = Field(
+        0, ge=0, le=16,
+        description="threads processing different cameras' frames at once; 0 = one per camera, "
+        "up to the usable cores",
+    )
 
 
 RtspTransport = Literal["auto", "tcp", "udp"]

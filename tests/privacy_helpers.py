@@ -73,16 +73,19 @@ class NodeProcess:
         return "".join(self.stdout) + out, err
 
 
-def start_node(cwd: Path, source: Path, wl: Path, key: Path, config: Path,
+def start_node(cwd: Path, source: Path | None, wl: Path, key: Path, config: Path,
                zeroize_test_switch: bool = False, extra_args: list[str] | None = None) -> NodeProcess:
+    """``edge run`` on ``source``, or (None) on the config's [[cameras]]."""
     env = dict(os.environ)
     env.pop("EDGE_TEST_DISABLE_ZEROIZE", None)
     if zeroize_test_switch:
         env["EDGE_TEST_DISABLE_ZEROIZE"] = "1"
     env["TMPDIR"] = str(cwd / "tmp")
     (cwd / "tmp").mkdir(exist_ok=True)
-    cmd = [sys.executable, "-m", "edge.cli", "-v", "run", "--source", str(source), "--watchlist",
+    cmd = [sys.executable, "-m", "edge.cli", "-v", "run", "--watchlist",
            str(wl), "--key-file", str(key), "--config", str(config), "--hold-after-end"]
+    if source is not None:
+        cmd += ["--source", str(source)]
     proc = subprocess.Popen(cmd + (extra_args or []), cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     return NodeProcess(proc)

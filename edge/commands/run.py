@@ -12,8 +12,9 @@ from edge.node.app import RunRequest, run_node
 
 
 @click.command()
-@click.option("--source", "-s", required=True,
-              help="Webcam index (0), video file, rtsp:// or http:// URL, or image folder.")
+@click.option("--source", "-s", default=None,
+              help="One camera: webcam index (0), video file, rtsp:// or http:// URL, or image "
+              "folder. Without it, every [[cameras]] entry of --config runs.")
 @click.option("--watchlist", "-w", "watchlist_dir", required=True,
               type=click.Path(file_okay=False), help="Encrypted watchlist directory.")
 @key_options
@@ -23,10 +24,11 @@ from edge.node.app import RunRequest, run_node
 @click.option("--max-frames", type=int, default=0, help="Stop after this many frames (0 = no limit).")
 @click.option("--hold-after-end", is_flag=True, hidden=True,
               help="Test hook: stay alive (idle) after the source ends until SIGTERM.")
-def run(source: str, watchlist_dir: str, key_file: Path | None, passphrase_env: str | None,
+def run(source: str | None, watchlist_dir: str, key_file: Path | None, passphrase_env: str | None,
         config_path: str | None, endpoint: str | None, max_frames: int,
         hold_after_end: bool) -> None:
-    """Run the node: match every face in SOURCE against the watchlist, alert on likely matches.
+    """Run the node: match every face of every camera against the watchlist, alert on likely
+    matches. The cameras are the config's [[cameras]] entries, or the one --source.
 
     Alerts go to the hub over ZeroMQ (kept in a durable outbox until acknowledged) and are
     printed as one line each. Faces that match nobody are discarded on the device at once.

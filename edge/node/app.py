@@ -1,6 +1,7 @@
-"""Builds a node from its config and runs it: the one place where models, watchlist, link,
-audit log, metrics and signals are wired together. ``edge run`` is a thin layer over
-:func:`run_node`; tests and benchmarks build pipelines with :func:`build_node`.
+"""Builds a node from its config and runs it: the one place where cameras, models, watchlist,
+link, audit log, metrics and signals are wired together. ``edge run`` is a thin layer over
+:func:`run_node`; tests and benchmarks build one camera's pipeline with :func:`build_node`
+or a whole site with :func:`build_site`.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ from types import FrameType
 from edge import hardening
 from edge.audit import AuditLog
 from edge.config import Config
-from edge.errors import EdgeError
+from edge.errors import ConfigError, EdgeError
 from edge.exporter import MetricsServer, serve_metrics
 from edge.face.registry import FaceModels, load_face_models
 from edge.link.metrics import LinkMetrics
 from edge.link.zeromq import CurveConfig
 from edge.link.zmq_sender import ZmqSender
-from edge.node.metrics import PipelineCollector
+from edge.node.camera import CameraSpec, camera_specs
+from edge.node.metrics import CameraCollector, PipelineCollector
 from edge.node.pipeline import Node
 from edge.node.sinks import AlertSink, AuditSink, ConsoleSink
-from edge.node.sources import open_source
+from edge.node.site import Site
 from edge.node.stats import NodeStats
 from edge.watchlist import lifecycle
 from edge.watchlist.index import Watchlist
@@ -53,11 +55,31 @@ def build_node(cfg: Config, watchlist: Watchlist, models: FaceModels | None = No
                 clock=clock)
 
 
+def build_site(cfg: Config, watchlist: Watchlist, cameras: list[CameraSpec],
+               models: FaceModels | None = None, sinks: list[AlertSink] | None = None,
+               audit: AuditSink | None = None, clock: Callable[[], float] = time.time) -> Site:
+    """Every camera of a node around one loaded pair of models (console line first)."""
+    all_sinks: list[AlertSink] = [ConsoleSink()] if cfg.alerts.console else []
+    all_sinks += sinks or []
+    return Site(cfg, watchlist, models or load_face_models(cfg), cameras, sinks=all_sinks,
+                audit=audit, clock=clock)
+
+
+def cameras_to_run(cfg: Config, source: str | None) -> list[CameraSpec]:
+    """``--source`` or the config's ``[[cameras]]``: exactly one of them (one line if not)."""
+    if source is not None and cfg.cameras:
+        raise ConfigError("give --source or [[cameras]] in the config, not both")
+    specs = camera_specs(cfg, source)
+    if not specs:
+        raise ConfigError("no camera: give --source or declare [[cameras]] in the config")
+    return specs
+
+
 @dataclass(frozen=True)
 class RunRequest:
     """What ``edge run`` was asked to do (the config says how)."""
 
-    source: str  # webcam index, file, rtsp:// or http:// URL, image folder
+    source: str | None  # one camera (webcam index, file, URL, folder); None: cfg.cameras
     watchlist_dir: Path
     key: Callable[[], VaultKey]  # asked for only after the auto-destroy check
     key_file: Path | None = None  # shredded with the list when it is destroyed
@@ -72,15 +94,10 @@ def destroy_if_due(req: RunRequest, notify: Notify) -> None:
         raise EdgeError(f"watchlist {req.watchlist_dir} expired and has been destroyed")
 
 
-def ledger_counts(stats: NodeStats) -> dict[str, int]:
-    """Cumulative counts for the hub's deployment record (sent with heartbeats)."""
-    snap = stats.snapshot()
-    return {k: int(snap[k]) for k in ("frames", "faces_seen", "faces_discarded", "alerts")}
-
-
-def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> NodeStats:
-    """The live node: match every face of the source, alert on likely matches, until the
-    source ends, a signal arrives or the watchlist's window closes."""
+def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str, NodeStats]:
+    """The live node: match every face of every camera, alert on likely matches, until the
+    sources end, a signal arrives or the watchlist's window closes."""
+    specs = cameras_to_run(cfg, req.source)  # config mistakes stop us before anything opens
     report = hardening.harden_process(lock_memory=cfg.privacy.lock_memory)
     for line in report.lines():
         notify(f"[edge] {line}")
@@ -91,8 +108,8 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> NodeStat
     lifecycle.check_model(wl, cfg)  # a list made with another recogniser matches nothing sensibly
 
     audit = AuditLog(Path(cfg.audit.path))
-    node = build_node(cfg, wl, audit=audit)
-    locked = node.bufs.lock_report
+    site = build_site(cfg, wl, specs, audit=audit)
+    locked = site.bufs.lock_report
     if cfg.privacy.lock_memory and locked.failures:
         notify(f"[edge] face buffers NOT locked in RAM: {locked.failures[0]}")
 
@@ -103,25 +120,26 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> NodeStat
     link_metrics: LinkMetrics | None = None
     if cfg.metrics.port:
         link_metrics = LinkMetrics()
-        link_metrics.registry.register(PipelineCollector(node.stats))
+        link_metrics.registry.register(
+            PipelineCollector(lambda: {n: node.stats for n, node in site.nodes.items()}))
+        link_metrics.registry.register(CameraCollector(site.health))
         metrics_server = serve_metrics(link_metrics.registry, cfg.metrics.port)
-    # open the source before any thread starts: a bad camera or URL stops start-up cleanly
+    # open the sources before any thread starts: a missing file stops start-up cleanly
     try:
-        src = open_source(req.source, node.ring, cfg.source.max_width, cfg.source.realtime,
-                          cfg.source.reconnect_initial_s, cfg.source.reconnect_max_s,
-                          cfg.source.max_reconnects)
+        site.open_sources()
     except EdgeError:
         if metrics_server is not None:
             metrics_server.close()
         audit.close()
         raise
+    names = ", ".join(spec.name for spec in specs)
     sender = ZmqSender(Path(cfg.alerts.outbox), cfg.alerts.endpoint, cfg.node.node_id, curve,
-                       audit=audit, metrics=link_metrics, camera=cfg.node.camera,
-                       counts=lambda: ledger_counts(node.stats))
+                       audit=audit, metrics=link_metrics, camera=names[:128],
+                       counts=site.totals, health=site.health)
     sender.start()
-    node.sinks.append(sender)
+    site.sinks.append(sender)
     audit.append("node.start", {
-        "node_id": cfg.node.node_id, "camera": cfg.node.camera,
+        "node_id": cfg.node.node_id, "cameras": [{"name": s.name, "label": s.label} for s in specs],
         "deployment_id": wl.meta.deployment_id, "watchlist_entries": len(wl),
         "threshold": cfg.match.threshold, "zeroize": cfg.privacy.zeroize,
         "hardening": report.to_dict(), "memory_locked": not locked.failures,
@@ -131,30 +149,32 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> NodeStat
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
-        node.stop()
+        site.stop()
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
 
-    notify(f"[edge] node {cfg.node.node_id} on {src.__class__.__name__}; watchlist "
+    kinds = ", ".join(f"{n} ({site.sources[n].__class__.__name__})" for n in site.nodes)
+    notify(f"[edge] node {cfg.node.node_id}, cameras: {kinds}; watchlist "
            f"{wl.meta.deployment_id}: {len(wl.subjects)} subjects; threshold {cfg.match.threshold}")
     try:
-        stats = node.run(src, max_frames=req.max_frames)
-        notify(f"[edge] {node.stopped_reason}: {stats.frames} frames, {stats.faces_seen} "
-               f"faces seen, {stats.alerts} alerts, {stats.faces_discarded} discarded; "
-               f"bad frames {src.stats.bad_frames}")
-        if req.hold_after_end:
+        stats = site.run(max_frames=req.max_frames)
+        for name, st in stats.items():
+            src = site.sources[name].stats
+            notify(f"[edge] camera {name}: {st.frames} frames, {st.faces_seen} faces seen, "
+                   f"{st.alerts} alerts, {st.faces_discarded} discarded; bad frames "
+                   f"{src.bad_frames}, reconnects {src.reconnects}")
+        notify(f"[edge] {site.stopped_reason}")
+        if req.hold_after_end and not stop.is_set():
             print("[edge] holding after end of source", flush=True)
             while not stop.wait(0.2):
                 pass
     finally:
-        snap = node.stats.snapshot()
-        audit.append("node.stop", {"reason": node.stopped_reason or "error", **{
-            k: snap[k] for k in ("frames", "faces_seen", "faces_discarded", "alerts")}})
-        sender.close(timeout=5.0)
+        audit.append("node.stop", {"reason": site.stopped_reason or "error", **site.totals()})
+        sender.close(timeout=1.0)  # what is not acked stays in the outbox for the next start
         if metrics_server is not None:
             metrics_server.close()
         audit.close()
-    if node.stopped_reason == "watchlist window closed":
+    if site.stopped_reason == "watchlist window closed":
         destroy_if_due(req, notify)
     return stats

@@ -61,7 +61,8 @@ class Node:
         self.cfg = cfg
         self.camera = camera or CameraSpec(cfg.node.camera, "", "", cfg.match.threshold)
         self.watchlist = watchlist
-        self.sinks: list[AlertSink] = list(sinks or [])
+        # the caller's list itself: a site adds the link's sender to all its cameras at once
+        self.sinks: list[AlertSink] = sinks if sinks is not None else []
         self.audit = audit
         self.clock = clock
         # models are injected (edge.node.app): several cameras' pipelines can share one pair
@@ -88,21 +89,28 @@ class Node:
         self.ledger = Ledger(audit, self.stats, cfg.audit.ledger_interval_s, self.bufs.zeroize_enabled,
                              camera=self.camera.name)
         self.interval = cfg.detector.interval
-        self._until_detect = 0  # frames to carry before the next detection
+        self._last_detected = -1_000_000  # index of the last frame the detector ran on
         self._stop = threading.Event()
+        self._source: FrameSource | None = None
         self.stopped_reason = ""
 
     # ------------------------------------------------------------------ per frame
-    def process(self, frame: Frame) -> list[Alert]:
-        """Run one frame through every stage; all face buffers are zeroed before returning."""
-        if self._until_detect > 0:  # between detections: the tracks carry the faces
-            self._until_detect -= 1
+    def process(self, frame: Frame, bufs: FaceBuffers | None = None) -> list[Alert]:
+        """Run one frame through every stage; all face buffers are zeroed before returning.
+
+        ``bufs``: the face buffers of the site worker running this frame (default: ours).
+        """
+        if frame.carried_before:  # frames the source decoded but did not convert (interval)
+            self.stats.frames += frame.carried_before
+            self.stats.frames_carried += frame.carried_before
+        since = frame.index - self._last_detected
+        if 0 < since < self.interval:  # between detections: the tracks carry the faces
             self.stats.frames += 1
             self.stats.frames_carried += 1
             self.ring.release(frame.slot)
             return []
-        self._until_detect = self.interval - 1
-        b = self.bufs
+        self._last_detected = frame.index
+        b = bufs or self.bufs
         st = self.stats.stage_s
         alerts: list[Alert] = []
         decided_at = None
@@ -111,7 +119,7 @@ class Node:
             t0 = time.perf_counter()
             detected = n = self.detector(frame.image, b)  # boxes, scores, landmarks -> b
             if self.camera.zone is not None and n:
-                n = self._keep_in_zone(n)
+                n = self._keep_in_zone(b, n)
             t1 = time.perf_counter()
             st["detect"] += t1 - t0
             self.stats.faces_seen += detected
@@ -133,7 +141,7 @@ class Node:
             st["track"] += t2 - t1
 
             k = self.aligner(frame.image, b, todo)  # crops[0:k] follow todo's order
-            keep = self._post_gate(todo, k, tracks, forced)
+            keep = self._post_gate(b, todo, k, tracks, forced)
             t3 = time.perf_counter()
             st["align"] += t3 - t2
 
@@ -181,10 +189,9 @@ class Node:
             if decided_at is not None:  # the frame's match decision -> all its buffers zero
                 self.stats.record(self.stats.zeroize_latency_s, done - t_decided)
 
-    def _keep_in_zone(self, n: int) -> int:
+    def _keep_in_zone(self, b: FaceBuffers, n: int) -> int:
         """Drop the rows of faces outside the camera's zone: they are never tracked or embedded."""
         assert self.camera.zone is not None
-        b = self.bufs
         keep = np.flatnonzero(self.camera.zone.inside(b.boxes[:n]))
         k = len(keep)
         if k < n:
@@ -204,10 +211,10 @@ class Node:
         self.tracker.gated(t)
         return False
 
-    def _post_gate(self, todo: list[int], k: int, tracks: list[Track], forced: set[int]) -> list[int]:
+    def _post_gate(self, b: FaceBuffers, todo: list[int], k: int, tracks: list[Track],
+                   forced: set[int]) -> list[int]:
         """Sharpness gate on the aligned crops; keeps crops[0:len(keep)] packed in order."""
         keep: list[int] = []
-        b = self.bufs
         for src in range(k):
             i = todo[src]
             if i not in forced:
@@ -234,13 +241,27 @@ class Node:
             })
 
     # ------------------------------------------------------------------ the loop
+    def handle(self, frame: Frame, bufs: FaceBuffers | None = None) -> list[Alert]:
+        """``process`` that never raises: one bad frame never stops the node.
+
+        Its error is logged by type (never by content) and counted; its buffers are zeroed
+        like any other frame's. Appends the camera's ledger line when one is due.
+        """
+        try:
+            alerts = self.process(frame, bufs)
+        except Exception as exc:  # noqa: BLE001 - never die on one frame
+            self.stats.frames_failed += 1
+            log.error("camera %s: frame %d failed in pipeline: %s (frame discarded)",
+                      self.camera.name, frame.index, type(exc).__name__)
+            alerts = []
+        self.ledger.maybe_append()
+        return alerts
+
     def run(self, source: FrameSource, max_frames: int = 0,
             on_frame: Callable[[Frame, list[Alert]], None] | None = None) -> NodeStats:
-        """Process frames until the source ends, ``stop()`` or the watchlist window closes.
-
-        One bad frame never stops the node: its error is logged by type (never by content)
-        and counted, its buffers are zeroed like any other frame's.
-        """
+        """Process one source's frames until it ends, ``stop()`` or the watchlist window closes
+        (tests, benchmarks and the demo; ``edge run`` runs cameras through :mod:`edge.node.site`)."""
+        self._source = source
         last_window_check = 0.0
         try:
             for frame in source.frames():
@@ -252,21 +273,14 @@ class Node:
                         self.stopped_reason = "watchlist window closed"
                         log.warning("watchlist window closed: matching stopped")
                         break
-                try:
-                    alerts = self.process(frame)
-                except Exception as exc:  # noqa: BLE001 - never die on one frame
-                    self.stats.frames_failed += 1
-                    log.error("frame %d failed in pipeline: %s (frame discarded)",
-                              frame.index, type(exc).__name__)
-                    alerts = []
+                alerts = self.handle(frame)
                 if on_frame is not None:
                     on_frame(frame, alerts)
-                self.ledger.maybe_append()
                 if self._stop.is_set() or (max_frames and self.stats.frames >= max_frames):
                     self.stopped_reason = self.stopped_reason or "stopped"
                     break
             else:
-                self.stopped_reason = "source ended"
+                self.stopped_reason = self._stop.is_set() and "stopped" or "source ended"
         finally:
             source.close()
             self.ring.zeroize_all()
@@ -276,3 +290,5 @@ class Node:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._source is not None:
+            self._source.stop()  # a source waiting for a camera to come back ends now

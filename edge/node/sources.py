@@ -37,6 +37,7 @@ class Frame:
     slot: int
     image: np.ndarray
     name: str = ""  # file name for folder sources (not biometric)
+    carried_before: int = 0  # frames decoded before this one but never converted (interval)
 
 
 SOURCE_STATES = ("connecting", "up", "down", "ended", "failed")
@@ -51,6 +52,7 @@ class SourceStats:
     """
 
     frames: int = 0
+    carried: int = 0  # decoded only: between two detections, their pixels are never needed
     dropped_stale: int = 0
     bad_frames: int = 0
     reconnects: int = 0
@@ -88,9 +90,15 @@ def describe(spec: str) -> str:
 
 
 class FrameSource:
-    """Base: iterate frames; the caller releases each frame's slot back to the ring."""
+    """Base: iterate frames; the caller releases each frame's slot back to the ring.
+
+    ``decimate = k`` (set before ``frames()``) asks for every k-th frame only: a source
+    that can decodes the others without converting or copying them (a stream must still be
+    decoded frame by frame) and counts them in ``stats.carried``. Others ignore it.
+    """
 
     live: bool = False
+    decimate: int = 1
 
     def __init__(self, ring: FrameRing, max_width: int = 1920) -> None:
         self.ring = ring
@@ -247,11 +255,16 @@ class CaptureSource(FrameSource):
         return open_capture(target, self.options)
 
     def _read_into_slot(self, index: int) -> Frame | None | bool:
-        """Decode one frame into a free slot. Returns a Frame, None at end/failure, or False
-        for a bad frame that was skipped."""
+        """Decode one frame into a free slot. Returns a Frame, None at end/failure, False
+        for a bad frame that was skipped, True for a frame decoded but not converted
+        (``decimate``: the pipeline will not look at it)."""
         assert self.cap is not None
         if not self.cap.grab() or self._stop.is_set():
             return None
+        if self.decimate > 1 and index % self.decimate:
+            self.stats.carried += 1
+            self.stats.got_frame()
+            return True
         shape = self.ring.shape
         if shape is None:
             ok, img = self.cap.retrieve()
@@ -330,6 +343,8 @@ class CaptureSource(FrameSource):
                 if got is None:
                     self.stats.set_state("ended", "end of file")
                     return
+                if got is True:
+                    continue
                 if got is False:
                     consecutive_bad += 1
                     if consecutive_bad > 100:
@@ -340,7 +355,7 @@ class CaptureSource(FrameSource):
                     continue
                 consecutive_bad = 0
                 self.stats.got_frame()
-                self._queue.put(got)  # type: ignore[arg-type]
+                self._queue.put(got)
         except Exception as exc:  # noqa: BLE001 - report, end the source cleanly
             log.error("source %s: decoder failed: %s", self._safe_spec(), type(exc).__name__)
             self.stats.set_state("failed", f"decoder failed: {type(exc).__name__}")
@@ -421,7 +436,7 @@ class CaptureSource(FrameSource):
                 self.stats.set_state("down", "stream lost")
                 log.warning("source %s lost; reconnecting in %.1fs", self._safe_spec(), backoff)
                 continue
-            if got is False:
+            if got is False or got is True:
                 continue
             self.stats.got_frame()
             with self._latest_lock:
@@ -430,7 +445,7 @@ class CaptureSource(FrameSource):
                     old = self._latest.pop(0)
                     self.ring.release(old.slot)
                     self.stats.dropped_stale += 1
-                self._latest.append(got)  # type: ignore[arg-type]
+                self._latest.append(got)
                 self._latest_lock.notify()
 
     def _live_frames(self) -> Iterator[Frame]:

@@ -6,6 +6,7 @@ deletion ledger in the audit log, the heartbeat counts, Prometheus and the bench
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ class NodeStats:
     frames: int = 0
     frames_carried: int = 0  # frames between detections (tracks carried by their motion)
     frames_failed: int = 0
+    frames_rate_limited: int = 0  # skipped to keep the camera under its max_fps
     faces_seen: int = 0  # detections over all frames
     faces_embedded: int = 0
     faces_outside_zone: int = 0  # detections outside the camera's zone (never embedded)
@@ -50,6 +52,7 @@ class NodeStats:
             "frames": self.frames,
             "frames_carried": self.frames_carried,
             "frames_failed": self.frames_failed,
+            "frames_rate_limited": self.frames_rate_limited,
             "faces_seen": self.faces_seen,
             "faces_embedded": self.faces_embedded,
             "faces_outside_zone": self.faces_outside_zone,
@@ -82,10 +85,16 @@ class Ledger:
         self.zeroize_enabled = zeroize_enabled
         self._prev = stats.snapshot()
         self._at = time.monotonic()
+        self._lock = threading.Lock()  # a site's worker and its main thread both call this
 
     def maybe_append(self, force: bool = False) -> None:
         if self.audit is None:
             return
+        with self._lock:
+            self._append(force)
+
+    def _append(self, force: bool) -> None:
+        assert self.audit is not None
         if not force and time.monotonic() - self._at < self.interval_s:
             return
         snap = self.stats.snapshot()

@@ -51,11 +51,17 @@ def scene(tmp_path_factory, sample_images, models_ready):
     return root, clip, patterns
 
 
-def _run_and_scan(root, clip, patterns, zeroize: bool, name: str):
+CAMERAS = 3  # the multi-camera node: the same street seen by three cameras
+
+
+def _run_and_scan(root, clip, patterns, zeroize: bool, name: str, cameras: int = 0):
+    """Scan a node on ``clip`` (``--source``) or, with ``cameras``, a node of that many
+    [[cameras]] on it: one process, shared models and face buffers."""
     work = root / name
     work.mkdir()
-    cfg = write_config(work / "node.toml", zeroize=zeroize)
-    node = start_node(work, clip, root / "wl", root / "keys" / "wl.key", cfg,
+    extra = "".join(f'[[cameras]]\nname = "cam-{i}"\nsource = "{clip}"\n' for i in range(cameras))
+    cfg = write_config(work / "node.toml", zeroize=zeroize, extra=extra)
+    node = start_node(work, None if cameras else clip, root / "wl", root / "keys" / "wl.key", cfg,
                       zeroize_test_switch=not zeroize)
     try:
         node.wait_for(HOLD_MARK)
@@ -67,16 +73,20 @@ def _run_and_scan(root, clip, patterns, zeroize: bool, name: str):
     return hits
 
 
-def test_positive_control_finds_faces_when_zeroize_is_off(scene):
+@pytest.mark.parametrize("cameras", [0, CAMERAS], ids=["one-source", "three-cameras"])
+def test_positive_control_finds_faces_when_zeroize_is_off(scene, cameras):
     root, clip, patterns = scene
-    hits = _run_and_scan(root, clip, patterns, zeroize=False, name="control")
+    hits = _run_and_scan(root, clip, patterns, zeroize=False, name=f"control{cameras}",
+                         cameras=cameras)
     assert hits["crop"] >= 1, f"scan must find un-zeroed crops, got {hits}"
     assert hits["embedding"] >= 1, f"scan must find un-zeroed embeddings, got {hits}"
 
 
-def test_no_face_bytes_survive_in_node_memory(scene):
+@pytest.mark.parametrize("cameras", [0, CAMERAS], ids=["one-source", "three-cameras"])
+def test_no_face_bytes_survive_in_node_memory(scene, cameras):
     root, clip, patterns = scene
-    hits = _run_and_scan(root, clip, patterns, zeroize=True, name="guarded")
+    hits = _run_and_scan(root, clip, patterns, zeroize=True, name=f"guarded{cameras}",
+                         cameras=cameras)
     assert hits == {"crop": 0, "embedding": 0, "raw_embedding": 0}, hits
 
 

@@ -118,7 +118,7 @@ class LoopingVideoSource(FrameSource):
                     f.index = index
                     index += 1
                     got += 1
-                    self.stats.frames += 1
+                    self.stats.got_frame()
                     yield f
                     if index >= self.total or self._stop.is_set():
                         return
@@ -213,7 +213,7 @@ class PacedVideoSource(FrameSource):
                 frame = Frame(idx, due, slot, buf)
                 idx += 1
                 self.captured += 1
-                self.stats.frames += 1
+                self.stats.got_frame()
                 with self._cv:
                     if self._latest is not None:
                         self.ring.release(self._latest.slot)
@@ -283,5 +283,5 @@ class InlineCaptureSource(CaptureSource):
                 return
             if not isinstance(got, Frame):  # a bad frame, skipped
                 continue
-            self.stats.frames += 1
+            self.stats.got_frame()
             yield got
