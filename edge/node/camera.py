@@ -66,7 +66,7 @@ class CameraSpec:
 def camera_specs(cfg: Config, source: str | None = None) -> list[CameraSpec]:
     """The cameras to run: ``--source`` as one camera named ``node.camera``, else ``[[cameras]]``."""
     if source is not None:
-        return [CameraSpec(cfg.node.camera, "", source, cfg.match.threshold,
+        return [CameraSpec(cfg.node.camera[:64], cfg.node.camera, source, cfg.match.threshold,
                            stream=_stream(cfg, None))]
     return [spec_of(cfg, cam) for cam in cfg.cameras]
 

@@ -18,6 +18,31 @@ def test_example_deployment_config_is_valid():
     assert cfg.node.node_id != "edge-node-1"
 
 
+def test_example_site_config_is_valid():
+    from edge.node.camera import camera_specs
+
+    cfg = load_config(REPO / "config" / "example-site.toml")
+    specs = camera_specs(cfg)
+    assert [s.name for s in specs] == ["entrance-a", "entrance-b", "concourse"]
+    assert specs[1].threshold == 0.65 and specs[2].zone is not None
+    assert all(s.stream.rtsp_transport == "tcp" for s in specs)
+
+
+def test_every_default_key_is_in_default_toml():
+    """default.toml lists every key of every section (commented when it has no value)."""
+    from edge.config import Config
+
+    text = DEFAULT_CONFIG.read_text()
+    for section, field in Config.model_fields.items():
+        if section == "cameras":
+            assert "[[cameras]]" in text
+            continue
+        assert f"[{section}]" in text
+        sub = field.annotation.model_fields  # type: ignore[union-attr]
+        for key in sub:
+            assert f"\n{key} =" in text or f"\n# {key} =" in text, f"{section}.{key} missing"
+
+
 def test_unknown_key_is_named(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text("[match]\ntreshold = 0.5\n")
