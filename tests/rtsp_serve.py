@@ -16,6 +16,7 @@ Prints ``READY rtsp://127.0.0.1:PORT/PATH`` once it listens (PORT is the bound p
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -157,6 +158,16 @@ def main() -> int:
         return 2
     for sig in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, sig, loop.quit)
+    parent = os.getppid()
+
+    def orphaned() -> bool:
+        # a test run that died without stopping us: do not serve on forever
+        if os.getppid() != parent:
+            loop.quit()
+            return False
+        return True
+
+    GLib.timeout_add_seconds(1, orphaned)
     print(f"READY rtsp://{args.host}:{server.get_bound_port()}{path} "
           f"frames={len(clip.units)} fps={Gst.SECOND / clip.frame_ns:g}", flush=True)
     loop.run()
