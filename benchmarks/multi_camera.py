@@ -17,6 +17,7 @@ The code is ``edge.lab.bench.cameras``; ``edge bench --cameras N`` runs one N of
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -39,8 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--held-out", type=int, default=100, help="LFW identities held out in the auto list")
     ap.add_argument("--before-rev", default=cams.BEFORE_REV, help="revision of the old one-camera node")
     ap.add_argument("--no-before", action="store_true", help="skip the old N-process runs")
+    ap.add_argument("--quiet-wait", type=float, default=0.0,
+                    help="before each run wait up to this many seconds for the CPUs to go idle "
+                         "(a shared machine); what was waited is recorded")
     ap.add_argument("--out", type=Path, default=OUT / "multi_camera")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="measure nothing: rebuild the tables and plot of an earlier multi_camera.json")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
     if min(a.cameras) < 1 or (a.interval and min(a.interval) < 1) or a.frames < 0:
@@ -48,10 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     opts = BenchOptions(video=a.video, config=a.config, out=a.out, frames=a.frames, progress=not a.quiet,
                         n_lfw=a.held_out)
     copts = cams.CamerasOptions(cameras=tuple(a.cameras), intervals=tuple(a.interval or [0]),
-                                before=not a.no_before, before_rev=a.before_rev)
+                                before=not a.no_before, before_rev=a.before_rev,
+                                quiet_wait_s=a.quiet_wait)
     try:
-        result = cams.run_cameras(opts, copts)
-    except EdgeError as exc:
+        if a.from_json is not None:
+            result = cams.resummarise(json.loads(a.from_json.read_text()))
+        else:
+            result = cams.run_cameras(opts, copts)
+    except (EdgeError, OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     paths = cams.write_cameras_report(result, a.out, stem="multi_camera", md_name="multi_camera.md",

@@ -125,3 +125,25 @@ class ChildrenMeter:
         if self.j0 and j1:
             busy_s = (j1[0] - self.j0[0]) / os.sysconf("SC_CLK_TCK")
             self.other_cores = round(max(0.0, busy_s - self.cpu - mine) / max(self.wall, 1e-9), 2)
+
+
+def wait_until_quiet(max_wait_s: float, threshold_cores: float = 0.25, window_s: float = 3.0,
+                     windows: int = 2) -> dict[str, Any]:
+    """Wait (at most ``max_wait_s``) until the machine's CPUs are nearly idle for ``windows``
+    consecutive ``window_s`` windows: on a shared box a run started under someone else's load
+    measures that load. Returns how long it waited, whether it got quiet, and the last load."""
+    t0 = time.monotonic()
+    calm = 0
+    cores = None
+    hz = os.sysconf("SC_CLK_TCK")
+    while True:
+        j0 = cpu_jiffies()
+        time.sleep(window_s)
+        j1 = cpu_jiffies()
+        if j0 is None or j1 is None:
+            return {"waited_s": round(time.monotonic() - t0, 1), "quiet": None, "busy_cores": None}
+        cores = round((j1[0] - j0[0]) / hz / window_s, 2)
+        calm = calm + 1 if cores < threshold_cores else 0
+        waited = time.monotonic() - t0
+        if calm >= windows or waited >= max_wait_s:
+            return {"waited_s": round(waited, 1), "quiet": calm >= windows, "busy_cores": cores}

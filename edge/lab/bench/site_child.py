@@ -81,9 +81,11 @@ def run_site_child(job: ChildJob) -> dict[str, Any]:
     for s in specs:
         node, rec, src = site.nodes[s.name], recs[s.name], paced[s.name]
         st = node.stats
-        processed = len(rec.latency)
+        # the node's count: frames it ran plus the ones between detections it never needed
+        # to see (carried); stale frames the camera replaced before they were taken are not
+        processed = st.frames
         total_frames += processed
-        w = min(WARMUP_FRAMES, max(0, processed - 1))
+        w = min(WARMUP_FRAMES, max(0, len(rec.latency) - 1))
         base = rec.stages_at_warmup or dict.fromkeys(NODE_STAGES, 0.0)
         steady = max(st.frames - rec.frames_at_warmup, 1)
         for k in NODE_STAGES:
@@ -92,12 +94,15 @@ def run_site_child(job: ChildJob) -> dict[str, Any]:
         cams[s.name] = {
             "captured": src.captured,
             "frames": processed,
+            "frames_handed_to_node": len(rec.latency),
             "processed_fraction": round(processed / max(src.captured, 1), 4),
             "fps": round(processed / max(m.wall, 1e-9), 2),
             "frames_carried": st.frames_carried,
             "frames_detected": detected,
             "frames_failed": st.frames_failed,
             "dropped_stale": src.stats.dropped_stale,
+            "source_bad_frames": src.stats.bad_frames,
+            "source_bad_reasons": dict(src.stats.reasons),
             "capture_thread_max_lag_ms": round(src.behind_s * 1e3, 1),
             "frame_latency_ms": pct(rec.latency[w:]),
             "capture_to_alert_ms": pct([lat for _, lat, seq in rec.alerts if lat is not None and seq >= w]),
@@ -120,7 +125,9 @@ def run_site_child(job: ChildJob) -> dict[str, Any]:
         "frames": total_frames,
         "per_camera": cams,
         "processed_fps_total": round(total_frames / max(m.wall, 1e-9), 2),
-        # the one worker thread: share of the run it spent in the pipeline's stages
+        "workers": getattr(site, "workers", 1),
+        # stage time of all workers together / wall time (> 1 with several workers; a stage's
+        # time includes waiting for a model another worker is running)
         "worker_busy_fraction": round(busy / max(m.wall, 1e-9), 3),
         "stages_ms_per_frame": {k: round(v / max(total_frames, 1) * 1e3, 3) for k, v in stage_sum.items()},
         "alerts_sent": sink.sent,

@@ -148,6 +148,8 @@ class PacedVideoSource(FrameSource):
     decoding, so capture->alert latency includes decode, waiting and processing.
 
     ``spec`` may list several videos: they play one after another, round and round (``benchmarks/soak.py``).
+    ``decimate = k`` (set by a site for ``detector.interval = k``): only every k-th frame is
+    converted and handed on, the others are decoded and counted in ``stats.carried``.
     """
 
     live = True
@@ -196,6 +198,14 @@ class PacedVideoSource(FrameSource):
                         break
                     continue
                 fails = 0
+                if self.decimate > 1 and idx % self.decimate:
+                    # between detections (detector.interval): decoded, never converted or
+                    # queued, as the product's sources do; the site counts it as carried
+                    idx += 1
+                    self.captured += 1
+                    self.stats.carried += 1
+                    self.stats.got_frame()
+                    continue
                 slot = self.ring.acquire(timeout=5.0)
                 if slot is None:
                     self.stats.bad("no free frame slot")
