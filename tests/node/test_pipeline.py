@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import cv2
@@ -223,7 +224,6 @@ def test_live_camera_not_up_at_start_is_retried_not_fatal(spec):
     assert src.live
     frames = src.frames()
     stop_at = time.monotonic() + 1.5
-    import threading
     threading.Thread(target=lambda: (time.sleep(1.0), src.stop()), daemon=True).start()
     assert list(frames) == []
     t0 = time.monotonic()
