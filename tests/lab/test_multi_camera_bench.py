@@ -22,7 +22,9 @@ from edge.lab.bench import cameras as cams
 from edge.lab.bench.children import run_child
 from edge.lab.bench.jobs import ChildJob
 from edge.lab.bench.run import BENCH_OVERRIDES
+from edge.lab.bench.sources import PacedVideoSource, make_sample_clip
 from edge.lab.bench.watchlists import auto_watchlist
+from edge.privacy import FrameRing
 
 ARCADE = ("videos", "walking_arcade_1080p.mp4")
 CAMERA_FIELDS = ("captured", "frames", "processed_fraction", "fps", "capture_to_alert_ms", "frame_latency_ms",
@@ -74,6 +76,36 @@ def test_old_revision_runs_its_own_live_child(arcade_job: ChildJob, tmp_path: Pa
     assert s["rss_single_camera_mb"] == p["rss_peak_mb"] and len(s["per_camera"]) == 1
 
 
+@pytest.mark.unit
+def test_paced_source_decimates_like_the_product_sources(tmp_path: Path) -> None:
+    clip = make_sample_clip(tmp_path / "clip.mp4", frames=12, fps=10.0)
+    ring = FrameRing(4, lock=False)
+    src = PacedVideoSource(str(clip), ring, total=12, fps=50.0)
+    src.decimate = 3  # what a site sets for detector.interval = 3
+    seen = []
+    for f in src.frames():
+        seen.append(f.index)
+        ring.release(f.slot)
+    src.close()
+    assert seen and all(i % 3 == 0 for i in seen)
+    assert src.captured == 12 and src.stats.carried == 8
+    assert src.stats.frames == 12  # carried frames were decoded: the camera delivered them
+
+
+@pytest.mark.unit
+def test_processed_counts_frames_a_held_back_camera_would_have_sent() -> None:
+    # 500 of 525 captured, but the stand-in fell 2 s behind its 25 fps clock: 50 more sent
+    row = cams.camera_row("cam1", {**_camera(500, 525, 100.0, 5), "capture_thread_max_lag_ms": 2000.0}, 25.0)
+    assert row["camera_frames"] == 575 and row["processed_pct"] == round(100 * 500 / 575, 1)
+    assert row["processed_pct_of_captured"] == round(100 * 500 / 525, 1) and row["capture_lag_ms"] == 2000
+    # interval 3: 500 frames counted by the node, but only 100 reached it (the rest carried):
+    # the detector was due to see 175 of the 525 frames, so 57% were processed, not 95%
+    cam = {**_camera(500, 525, 100.0, 5), "frames_handed_to_node": 100, "fps": 500 / 21.0}
+    row3 = cams.camera_row("cam1", cam, 25.0, interval=3)
+    assert row3["processed_pct"] == round(100 * 100 / 175, 1)
+    assert row3["fps"] == pytest.approx(300 / 21.0, abs=0.01)
+
+
 # ---------------------------------------------------------------------- tables, no models
 def _camera(frames: int, captured: int, p95: float | None, found: int) -> dict[str, Any]:
     return {"captured": captured, "frames": frames, "processed_fraction": frames / captured,
@@ -86,7 +118,7 @@ def _camera(frames: int, captured: int, p95: float | None, found: int) -> dict[s
 def _site(n: int, processed: int, p95: float, rss: float) -> dict[str, Any]:
     per = {f"cam{i + 1}": _camera(processed - i, 525, p95 + 10 * i, 5 - i) for i in range(n)}
     return {"mode": "site", "cameras": n, "per_camera": per, "cores_used": 1.9, "rss_peak_mb": rss,
-            "other_processes_cores": 0.05, "detector_interval": 3, "worker_busy_fraction": 0.8,
+            "other_processes_cores": 0.05, "detector_interval": 1, "worker_busy_fraction": 0.8,
             "processed_fps_total": 70.0, "stages_ms_per_frame": {"detect": 20.0, "embed": 5.0}}
 
 
@@ -104,7 +136,7 @@ def _before(n: int) -> dict[str, Any]:
 def _result() -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     for n in (1, 2):
-        runs.append({"cameras": n, "interval": 3, "site": cams.site_summary(_site(n, 520, 120.0, 450.0 + n)),
+        runs.append({"cameras": n, "interval": 1, "site": cams.site_summary(_site(n, 520, 120.0, 450.0 + n)),
                      "before": cams.before_summary(_before(n))})
     single = cams._before_single_rss(runs)  # noqa: SLF001 - the figure the goals use
     for e in runs:
@@ -121,7 +153,7 @@ def test_summaries_take_the_worst_camera_and_keep_process_figures() -> None:
     s = cams.site_summary(_site(3, 520, 120.0, 500.0))
     assert s["processed_pct_min"] == round(100 * 518 / 525, 1)
     assert s["c2a_p95_ms_max"] == 140.0 and s["found_min"] == 3 and s["found_of"] == 5
-    assert s["rss_peak_mb"] == 500.0 and s["detector_interval"] == 3
+    assert s["rss_peak_mb"] == 500.0 and s["detector_interval"] == 1
     b = cams.before_summary(_before(2))
     assert len(b["per_camera"]) == 2 and "no result" in b["error"]  # a failed process is reported
     assert b["rss_peak_mb"] == 801.0 and b["rss_single_camera_mb"] == 400.5
@@ -149,7 +181,7 @@ def test_goals_are_judged_on_the_worst_camera_and_the_old_single_rss() -> None:
 def test_markdown_console_and_files(tmp_path: Path) -> None:
     r = _result()
     md = cams.markdown(r, "p.png")
-    assert "| 2 | 3 | new: one process | " in md and "| 2 | 1 | old: N processes | " in md
+    assert "| 2 | 1 | new: one process | " in md and "| 2 | 1 | old: N processes | " in md
     assert "801 (sum)" in md  # old setup: RSS summed over its processes
     assert "## Where the time goes" in md and "![" in md
     lines = cams.console_summary(r)

@@ -131,29 +131,39 @@ def run_site(inp: CamerasInputs, n: int, interval: int, progress: bool,
 
 
 # ---------------------------------------------------------------------- per-camera rows
-def camera_row(name: str, r: dict[str, Any], fps: float) -> dict[str, Any]:
+def camera_row(name: str, r: dict[str, Any], fps: float, interval: int = 1) -> dict[str, Any]:
     """One camera's headline figures, the same for both systems.
 
     Frames processed are counted against the frames a real camera would have sent while the
     run lasted: the stand-in captures into the node's frame ring, so when the node holds every
     slot the stand-in waits (a real camera would not) and falls behind its clock. Its worst lag
     times the frame rate is the frames such a camera would have sent on top.
+
+    With ``detector.interval = k`` the frames between detections are carried (never looked
+    at), so a frame that counts is one the detector should see: processed = frames handed to
+    the node / (camera frames / k). Counting carried frames as processed would hide a camera
+    whose every detection frame but a few was dropped as stale.
     """
     c2a = r.get("capture_to_alert_ms") or {}
     captured = int(r.get("captured") or 0)
     frames = int(r.get("frames") or 0)
     lag_ms = float(r.get("capture_thread_max_lag_ms") or 0.0)
     camera_frames = captured + int(lag_ms / 1e3 * fps)
+    k = max(1, int(interval))
+    handed = int(r.get("frames_handed_to_node", frames))
+    due = -(-camera_frames // k)  # frames the detector is due to see
     return {
         "camera": name,
         "captured": captured,
         "camera_frames": camera_frames,
         "frames": frames,
-        "processed_pct": round(100.0 * frames / max(camera_frames, 1), 1),
+        "frames_handed_to_node": handed,
+        "processed_pct": round(min(100.0, 100.0 * handed / max(due, 1)), 1),
         "processed_pct_of_captured": round(100.0 * frames / max(captured, 1), 1),
         "capture_lag_ms": round(lag_ms),
-        # processed frames / run wall time (the old live child's "fps" is 1 / mean frame period)
-        "fps": r.get("fps_all_frames", r.get("fps")),
+        # processed frames / run wall time (the old live child's "fps" is 1 / mean frame period);
+        # with an interval, k per frame the detector saw (as processed_pct counts them)
+        "fps": _fps(r, handed, k, frames),
         "c2a_n": c2a.get("n", 0),
         "c2a_p50_ms": c2a.get("p50"),
         "c2a_p95_ms": c2a.get("p95"),
@@ -161,6 +171,13 @@ def camera_row(name: str, r: dict[str, Any], fps: float) -> dict[str, Any]:
         "found_of": r.get("video_subjects_total"),
         "held_out_alerted": len(r.get("held_out_alerted") or []),
     }
+
+
+def _fps(r: dict[str, Any], handed: int, k: int, frames: int) -> float | None:
+    fps = r.get("fps_all_frames", r.get("fps"))
+    if fps is None or k <= 1 or not frames:
+        return fps
+    return round(float(fps) * min(handed * k, frames) / frames, 2)
 
 
 def system_summary(system: str, rows: list[dict[str, Any]], cores: float | None, rss_mb: float | None,
@@ -190,7 +207,8 @@ def site_summary(r: dict[str, Any]) -> dict[str, Any]:
         return system_summary("site", [], None, None, None, r.get("error", "no result"))
     rows = []
     for name, c in r["per_camera"].items():
-        rows.append(camera_row(name, c, float(r.get("camera_fps") or 25.0)))
+        rows.append(camera_row(name, c, float(r.get("camera_fps") or 25.0),
+                               int(r.get("detector_interval") or 1)))
     s = system_summary("site", rows, r.get("cores_used"), r.get("rss_peak_mb"),
                        r.get("other_processes_cores"))
     s.update({k: r.get(k) for k in ("detector_interval", "stages_ms_per_frame", "worker_busy_fraction",
@@ -403,7 +421,7 @@ def summary_table(result: dict[str, Any]) -> list[str]:
 
 def camera_table(result: dict[str, Any]) -> list[str]:
     lines = ["| cameras | interval | system | camera | camera frames | captured | processed | % | "
-             "% of captured | held back ms | fps | alerts (n) | c2a p50 ms | c2a p95 ms | found | "
+             "node count % of captured | held back ms | fps | alerts (n) | c2a p50 ms | c2a p95 ms | found | "
              "held-out alerted |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in result["runs"]:
@@ -474,7 +492,9 @@ def markdown(result: dict[str, Any], plot: str | None = None) -> str:
               *stage_table(result), "", "## Every camera", "", *camera_table(result)]
     if plot:
         lines += ["", f"![frames processed and p95 latency vs cameras]({plot})"]
-    lines += ["", "Frames processed: of the frames a real camera would have sent during the run (the "
+    lines += ["", "Frames processed: of the frames a real camera would have sent during the run (with "
+              "detector interval k: of every k-th of them, the frames the detector is due to see; the "
+              "others are carried by the tracker whatever happens) (the "
               "stand-in camera captures into the node's frame ring and waits when the node holds every "
               "slot; 'held back' is how far it fell behind its 25 fps clock, and those frames count as "
               "sent, not processed). Capture time is the camera clock's, so waiting counts in the latency.",
