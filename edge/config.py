@@ -26,8 +26,8 @@ class NodeSection(_Section):
     camera: str = Field("camera-1", min_length=1, max_length=128)
     workers: int = Field(
         0, ge=0, le=16,
-        description="threads processing different cameras' frames at once; 0 = one per camera, "
-        "up to the usable cores",
+        description="threads processing different cameras' frames at once; 0 = half the usable "
+        "cores (1 on 2 cores), at most one per camera",
     )
 
 

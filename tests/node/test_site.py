@@ -242,3 +242,37 @@ def test_a_new_face_is_found_within_the_interval(engine, sample_images, tmp_path
 def test_spec_defaults_for_one_source():
     spec = CameraSpec("door", "", "x.mp4", 0.6)
     assert spec.shown == "door" and spec.zone is None
+
+
+@pytestmark_unit
+def test_mux_live_frames_displace_and_cameras_take_turns():
+    """A live camera's newer frame displaces its waiting one (the site never runs out of ring
+    slots behind a slow worker), and the camera served longest ago goes first, so a camera
+    whose frames keep being displaced is not starved by one with older frames."""
+    from edge.node.site import FrameMux
+    from edge.node.sources import Frame
+
+    def frame(i: int, t: float) -> Frame:
+        return Frame(i, t, slot=i, image=np.zeros((1, 1, 3), np.uint8))
+
+    stop = threading.Event()
+    mux = FrameMux(["a", "b"])
+    assert mux.put("a", frame(0, 1.0), stop, replace=True) == (True, None)
+    taken, old = mux.put("a", frame(1, 2.0), stop, replace=True)
+    assert taken and old is not None and old.index == 0
+    assert mux.put("b", frame(5, 0.5), stop, replace=True) == (True, None)
+    name, f = mux.get(0.1)
+    assert (name, f.index) == ("a", 1) or (name, f.index) == ("b", 5)
+    first = name
+    assert mux.get(0.05) is not None  # the other camera: not busy
+    mux.finish("a")
+    mux.finish("b")
+    mux.put("a", frame(2, 3.0), stop, replace=True)
+    mux.put("b", frame(6, 3.5), stop, replace=True)
+    name, _ = mux.get(0.1)
+    assert name == first  # served longest ago, though both have frames waiting
+    # a file's feeder waits for its frame to be taken, never displaces it
+    mux2 = FrameMux(["f"])
+    assert mux2.put("f", frame(0, 1.0), stop) == (True, None)
+    stop.set()
+    assert mux2.put("f", frame(1, 2.0), stop) == (False, None)
