@@ -76,7 +76,7 @@ class Node:
         self.aligner = Aligner(self.embedder.input_size)
         min_px = max(cfg.quality.min_face_px, self.camera.min_face_px or 0)
         self.gate = q.QualityGate(cfg.quality.model_copy(update={"min_face_px": min_px}))
-        self.tracker = Tracker(cfg.tracker)
+        self.tracker = Tracker(cfg.tracker, cfg.detector.interval)
         self.bufs = bufs or FaceBuffers(
             cfg.detector.max_faces, self.embedder.dim, zeroize=cfg.privacy.zeroize,
             lock=cfg.privacy.lock_memory, input_size=self.embedder.input_size,

@@ -264,8 +264,12 @@ class Site:
         min_gap = 1.0 / spec.max_fps if spec.max_fps else 0.0
         last = 0.0
         checked = spec.zone is None
-        # frames between detections need no pixels: a source that can skips converting them
-        src.decimate = self.cfg.detector.interval if not min_gap else 1
+        # frames between detections need no pixels: a source that can skips converting them.
+        # Cameras are staggered (camera i detects on frames i*k/n, k + i*k/n, ...), so their
+        # detection frames do not all reach the worker at once.
+        k = self.cfg.detector.interval
+        src.decimate = k if not min_gap else 1
+        src.decimate_phase = (list(self.nodes).index(name) * k) // len(self.nodes) if k > 1 else 0
         carried = 0
         try:
             for frame in src.frames():

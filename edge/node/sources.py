@@ -99,6 +99,7 @@ class FrameSource:
 
     live: bool = False
     decimate: int = 1
+    decimate_phase: int = 0  # which frame of every ``decimate`` is kept (cameras staggered)
 
     def __init__(self, ring: FrameRing, max_width: int = 1920) -> None:
         self.ring = ring
@@ -261,7 +262,7 @@ class CaptureSource(FrameSource):
         assert self.cap is not None
         if not self.cap.grab() or self._stop.is_set():
             return None
-        if self.decimate > 1 and index % self.decimate:
+        if self.decimate > 1 and (index + self.decimate_phase) % self.decimate:
             self.stats.carried += 1
             self.stats.got_frame()
             return True

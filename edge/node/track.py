@@ -85,10 +85,14 @@ class Tracker:
     ~5-10 px a frame, which at interval 3 is a third of a small face's width.
     """
 
-    def __init__(self, cfg: TrackerSection) -> None:
+    def __init__(self, cfg: TrackerSection, interval: int = 1) -> None:
         self.cfg = cfg
         self.tracks: list[Track] = []
         self._next_id = 1
+        # seen every ``interval`` frames, a face must survive two missed detections, or each
+        # miss starts a new track (a new embedding, and at k = 6 twice the alerts of k = 1)
+        self.max_missed = max(cfg.max_missed_frames, 2 * interval + 1) if interval > 1 \
+            else cfg.max_missed_frames
 
     def update(self, boxes: np.ndarray, frame_index: int) -> list[Track]:
         """Assign each box (row) a track; returns the track per box, in box order."""
@@ -100,38 +104,73 @@ class Tracker:
             self.tracks = []
             return assigned  # type: ignore[return-value]
         old = np.array([t.predicted(frame_index) for t in self.tracks], np.float32).reshape(-1, 4)
-        iou = iou_matrix(old, boxes)
         used_t: set[int] = set()
-        if iou.size:
-            order = np.dstack(np.unravel_index(np.argsort(-iou, axis=None), iou.shape))[0]
-            for ti, bi in order:
-                if iou[ti, bi] < self.cfg.iou_threshold:
-                    break
-                if ti in used_t or assigned[bi] is not None:
-                    continue
-                t = self.tracks[ti]
-                new = boxes[bi].astype(np.float32)
-                dt = max(1, frame_index - t.last_frame)
-                step = (new[:2] - t.box[:2]) / dt
-                # the first move sets the velocity; later ones are averaged (detector jitter)
-                t.velocity = step if t.last_frame == t.first_frame else 0.5 * (t.velocity + step)
-                t.box = new.copy()
-                t.last_frame = frame_index
-                t.missed = 0
-                assigned[bi] = t
-                used_t.add(int(ti))
+        for ti, bi in self._pairs(old, boxes, frame_index):
+            if ti in used_t or assigned[bi] is not None:
+                continue
+            self._follow(self.tracks[ti], boxes[bi], frame_index)
+            assigned[bi] = self.tracks[ti]
+            used_t.add(ti)
         for ti, t in enumerate(self.tracks):
             if ti not in used_t:
                 t.missed += 1
         # missed is counted in frames, so a detector running every k frames keeps the same reach
-        self.tracks = [t for t in self.tracks
-                       if frame_index - t.last_frame <= self.cfg.max_missed_frames]
+        self.tracks = [t for t in self.tracks if frame_index - t.last_frame <= self.max_missed]
         for i in range(n):
             if assigned[i] is None:
                 t = self._new(boxes[i], frame_index)
                 self.tracks.append(t)
                 assigned[i] = t
         return assigned  # type: ignore[return-value]
+
+    def _pairs(self, old: np.ndarray, boxes: np.ndarray, frame_index: int) -> list[tuple[int, int]]:
+        """(track, box) candidates, best first: by IoU of the predicted box, then, for tracks
+        not seen on the previous frame, by centre distance.
+
+        A face first seen k frames ago has no velocity yet, and a walker's small face moves
+        more than its own width in 6 frames: IoU alone would start a new track (a new
+        embedding, a second alert) at every detection. So a track seen ``dt`` >= 2 frames ago
+        also takes the nearest box of about its size whose centre is within one face width.
+        """
+        pairs: list[tuple[int, int]] = []
+        iou = iou_matrix(old, boxes)
+        if iou.size:
+            order = np.dstack(np.unravel_index(np.argsort(-iou, axis=None), iou.shape))[0]
+            for ti, bi in order:
+                if iou[ti, bi] < self.cfg.iou_threshold:
+                    break
+                pairs.append((int(ti), int(bi)))
+        if not len(old) or not len(boxes):
+            return pairs
+        gaps = np.array([frame_index - t.last_frame for t in self.tracks])
+        if not (gaps >= 2).any():
+            return pairs
+        oc = old[:, :2] + old[:, 2:] / 2
+        bc = boxes[:, :2] + boxes[:, 2:] / 2
+        width = np.maximum(old[:, 2:3], boxes[:, 2][None, :])
+        dist = np.linalg.norm(oc[:, None, :] - bc[None, :, :], axis=2) / np.maximum(width, 1.0)
+        ratio = boxes[:, 2][None, :] / np.maximum(old[:, 2:3], 1.0)
+        ok = (gaps[:, None] >= 2) & (dist < 1.0) & (ratio > 0.67) & (ratio < 1.5)
+        for flat in np.argsort(dist, axis=None):
+            ti, bi = np.unravel_index(flat, dist.shape)
+            if not ok[ti, bi]:
+                if dist[ti, bi] >= 1.0:
+                    break
+                continue
+            pairs.append((int(ti), int(bi)))
+        return pairs
+
+    @staticmethod
+    def _follow(t: Track, box: np.ndarray, frame_index: int) -> None:
+        """The track's face is ``box`` now: update its velocity, box and last frame."""
+        new = box.astype(np.float32)
+        dt = max(1, frame_index - t.last_frame)
+        step = (new[:2] - t.box[:2]) / dt
+        # the first move sets the velocity; later ones are averaged (detector jitter)
+        t.velocity = step if t.last_frame == t.first_frame else 0.5 * (t.velocity + step)
+        t.box = new.copy()
+        t.last_frame = frame_index
+        t.missed = 0
 
     def _new(self, box: np.ndarray, frame_index: int) -> Track:
         t = Track(self._next_id, box.astype(np.float32).copy(), frame_index, frame_index)
@@ -151,7 +190,9 @@ class Tracker:
         if frame_index - t.last_embedded < self.cfg.reembed_every:
             # a clearly bigger face (closer to the camera) is worth embedding early
             return float(t.box[2]) > 1.25 * t.best_size
-        return True
+        growth = self.cfg.reembed_min_growth
+        # a face no bigger than the one already embedded adds little but costs a full embedding
+        return not growth or float(t.box[2]) >= growth * t.best_size
 
     def gated(self, t: Track) -> None:
         """The quality gate skipped this track's face on this frame."""

@@ -108,8 +108,13 @@ def before_checkout(rev: str = BEFORE_REV, dest: Path | None = None) -> Path:
 
 
 def run_before(inp: CamerasInputs, n: int, checkout: Path, timeout: float | None = None) -> dict[str, Any]:
-    """N single-camera nodes of the old revision, one process each, all live-paced at once."""
-    jobs = [replace(inp.base, mode="live", label=f"before cam{i + 1}", progress=False) for i in range(n)]
+    """N single-camera nodes of the old revision, one process each, all live-paced at once.
+
+    They run at that revision's defaults: a config written for the new node (a detector
+    interval, workers) is not the old node's to read, and would be refused by it.
+    """
+    jobs = [replace(inp.base, mode="live", config=None, label=f"before cam{i + 1}", progress=False)
+            for i in range(n)]
     with ChildrenMeter() as m:
         procs = [start_child(job, checkout=checkout) for job in jobs]
         results = [finish_child(p, job, timeout) for p, job in zip(procs, jobs, strict=True)]

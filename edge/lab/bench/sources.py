@@ -198,7 +198,7 @@ class PacedVideoSource(FrameSource):
                         break
                     continue
                 fails = 0
-                if self.decimate > 1 and idx % self.decimate:
+                if self.decimate > 1 and (idx + self.decimate_phase) % self.decimate:
                     # between detections (detector.interval): decoded, never converted or
                     # queued, as the product's sources do; the site counts it as carried
                     idx += 1
