@@ -53,3 +53,39 @@ def test_zero_disables_the_override():
     for _ in range(100):
         tr.gated(t)
     assert not tr.gate_overridden(t)
+
+
+def _boxes(*rows):
+    return np.array(rows, np.float32).reshape(-1, 4)
+
+
+def test_a_walker_seen_every_sixth_frame_keeps_one_track():
+    """A 30 px face moving 4 px a frame moves 24 px between two detections at interval 6:
+    IoU with its unmoved box is 0.1, so IoU alone would start a new track every time."""
+    tr = Tracker(TrackerSection(), interval=6)
+    first = tr.update(_boxes([100, 100, 30, 30], [400, 100, 30, 30]), 0)
+    ids = [t.track_id for t in first]
+    for step in range(1, 6):
+        f = 6 * step
+        got = tr.update(_boxes([100 + 4 * f, 100, 30, 30], [400, 100, 30, 30]), f)
+        assert [t.track_id for t in got] == ids, f"track lost at frame {f}"
+    walker = first[0]
+    assert abs(float(walker.velocity[0]) - 4.0) < 0.5  # the motion model has learnt its speed
+    # a face far away, or of another size, is somebody else
+    got = tr.update(_boxes([100 + 4 * 36 + 90, 100, 30, 30], [400, 100, 70, 70]), 36)
+    assert all(t.track_id not in ids for t in got)
+
+
+def test_consecutive_frames_use_iou_only():
+    tr = Tracker(TrackerSection())
+    a = tr.update(_boxes([100, 100, 30, 30]), 0)[0]
+    b = tr.update(_boxes([125, 100, 30, 30]), 1)[0]  # IoU 0.09 on the next frame: not the same face
+    assert a.track_id != b.track_id
+
+
+def test_two_missed_detections_do_not_end_a_track_at_interval_six():
+    tr = Tracker(TrackerSection(max_missed_frames=10), interval=6)
+    a = tr.update(_boxes([100, 100, 40, 40]), 0)[0]
+    tr.update(_boxes(), 6)
+    tr.update(_boxes(), 12)
+    assert tr.update(_boxes([100, 100, 40, 40]), 18)[0].track_id == a.track_id
