@@ -93,6 +93,7 @@ class Tracker:
         # miss starts a new track (a new embedding, and at k = 6 twice the alerts of k = 1)
         self.max_missed = max(cfg.max_missed_frames, 2 * interval + 1) if interval > 1 \
             else cfg.max_missed_frames
+        self.interval = interval
 
     def update(self, boxes: np.ndarray, frame_index: int) -> list[Track]:
         """Assign each box (row) a track; returns the track per box, in box order."""
@@ -125,7 +126,7 @@ class Tracker:
 
     def _pairs(self, old: np.ndarray, boxes: np.ndarray, frame_index: int) -> list[tuple[int, int]]:
         """(track, box) candidates, best first: by IoU of the predicted box, then, for tracks
-        not seen on the previous frame, by centre distance.
+        not seen on the previous frame, by centre distance (with a detector interval only).
 
         A face first seen k frames ago has no velocity yet, and a walker's small face moves
         more than its own width in 6 frames: IoU alone would start a new track (a new
@@ -140,8 +141,8 @@ class Tracker:
                 if iou[ti, bi] < self.cfg.iou_threshold:
                     break
                 pairs.append((int(ti), int(bi)))
-        if not len(old) or not len(boxes):
-            return pairs
+        if self.interval < 2 or not len(old) or not len(boxes):
+            return pairs  # detecting every frame, faces move little between detections
         gaps = np.array([frame_index - t.last_frame for t in self.tracks])
         if not (gaps >= 2).any():
             return pairs

@@ -76,10 +76,14 @@ def test_a_walker_seen_every_sixth_frame_keeps_one_track():
     assert all(t.track_id not in ids for t in got)
 
 
-def test_consecutive_frames_use_iou_only():
-    tr = Tracker(TrackerSection())
+def test_consecutive_frames_and_interval_one_use_iou_only():
+    tr = Tracker(TrackerSection(), interval=6)
     a = tr.update(_boxes([100, 100, 30, 30]), 0)[0]
     b = tr.update(_boxes([125, 100, 30, 30]), 1)[0]  # IoU 0.09 on the next frame: not the same face
+    assert a.track_id != b.track_id
+    tr = Tracker(TrackerSection())  # detecting every frame: as before the interval existed
+    a = tr.update(_boxes([100, 100, 30, 30]), 0)[0]
+    b = tr.update(_boxes([120, 100, 30, 30]), 3)[0]
     assert a.track_id != b.track_id
 
 
