@@ -19,13 +19,13 @@ from edge import hardening
 from edge.audit import AuditLog
 from edge.config import Config
 from edge.errors import ConfigError, EdgeError
-from edge.exporter import MetricsServer, serve_metrics
+from edge.exporter import Health, MetricsServer, serve_metrics
 from edge.face.registry import FaceModels, load_face_models
 from edge.link.metrics import LinkMetrics
 from edge.link.zeromq import CurveConfig
 from edge.link.zmq_sender import ZmqSender
 from edge.node.camera import CameraSpec, camera_specs
-from edge.node.metrics import CameraCollector, PipelineCollector
+from edge.node.metrics import CameraCollector, NodeReadiness, PipelineCollector
 from edge.node.pipeline import Node
 from edge.node.sinks import AlertSink, AuditSink, ConsoleSink
 from edge.node.site import Site
@@ -35,6 +35,7 @@ from edge.watchlist.index import Watchlist
 from edge.watchlist.vault import VaultKey
 
 Notify = Callable[[str], None]
+HEALTH_STALE_S = 10.0  # /healthz fails when the main loop (4 ticks a second) has not ticked for this
 
 
 def _stderr(line: str) -> None:
@@ -108,7 +109,36 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str
     lifecycle.check_model(wl, cfg)  # a list made with another recogniser matches nothing sensibly
 
     audit = AuditLog(Path(cfg.audit.path))
-    site = build_site(cfg, wl, specs, audit=audit)
+    # the metrics endpoint starts before the models load: /healthz answers and /readyz says
+    # "models_loaded": false meanwhile (probes see a starting node, not a dead one)
+    metrics_server: MetricsServer | None = None
+    link_metrics: LinkMetrics | None = None
+    health = Health(stale_after_s=HEALTH_STALE_S)
+    readiness = NodeReadiness(wl.in_window)
+    health.checks = readiness.checks
+    if cfg.metrics.port:
+        link_metrics = LinkMetrics()
+        try:
+            metrics_server = serve_metrics(link_metrics.registry, cfg.metrics.port, health=health)
+        except EdgeError:
+            audit.close()
+            raise
+    try:
+        site = build_site(cfg, wl, specs, audit=audit)
+    except BaseException:
+        if metrics_server is not None:
+            metrics_server.close()
+        audit.close()
+        raise
+    readiness.models_loaded = True
+    readiness.cameras = site.health
+    loop_clock = site.clock
+
+    def ticking_clock() -> float:  # Site.run's main loop reads its clock once a tick
+        health.tick()
+        return loop_clock()
+
+    site.clock = ticking_clock
     locked = site.bufs.lock_report
     if cfg.privacy.lock_memory and locked.failures:
         notify(f"[edge] face buffers NOT locked in RAM: {locked.failures[0]}")
@@ -116,14 +146,10 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str
     curve = None
     if cfg.alerts.hub_public_key and cfg.alerts.node_secret_key:
         curve = CurveConfig(Path(cfg.alerts.node_secret_key), Path(cfg.alerts.hub_public_key))
-    metrics_server: MetricsServer | None = None
-    link_metrics: LinkMetrics | None = None
-    if cfg.metrics.port:
-        link_metrics = LinkMetrics()
+    if link_metrics is not None:
         link_metrics.registry.register(
             PipelineCollector(lambda: {n: node.stats for n, node in site.nodes.items()}))
         link_metrics.registry.register(CameraCollector(site.health))
-        metrics_server = serve_metrics(link_metrics.registry, cfg.metrics.port)
     # open the sources before any thread starts: a missing file stops start-up cleanly
     try:
         site.open_sources()
@@ -137,6 +163,7 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str
                        audit=audit, metrics=link_metrics, camera=names[:128],
                        counts=site.totals, health=site.health)
     sender.start()
+    readiness.hub_connected = lambda: sender.hub_connected
     site.sinks.append(sender)
     audit.append("node.start", {
         "node_id": cfg.node.node_id, "cameras": [{"name": s.name, "label": s.label} for s in specs],
@@ -168,7 +195,7 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str
         if req.hold_after_end and not stop.is_set():
             print("[edge] holding after end of source", flush=True)
             while not stop.wait(0.2):
-                pass
+                health.tick()
     finally:
         audit.append("node.stop", {"reason": site.stopped_reason or "error", **site.totals()})
         sender.close(timeout=1.0)  # what is not acked stays in the outbox for the next start

@@ -6,6 +6,7 @@ deletion ledger in the audit log, the heartbeat counts, Prometheus and the bench
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,43 @@ import numpy as np
 from edge.node.sinks import AuditSink
 
 STAGES = ("detect", "track", "align", "embed", "search", "alert", "zeroize")
+
+# upper bounds (s) of the latency histograms: decision->zeroed is sub-millisecond to one frame
+# interval (40 ms at 25 fps), capture->alert tens of ms to seconds on a loaded CPU
+LATENCY_BUCKETS_S = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.04, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+
+class LatencyHistogram:
+    """Cumulative bucket counts since start (never trimmed, unlike the recent lists), in the
+    shape a Prometheus histogram wants; plain Python so the pipeline needs no exporter."""
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
+        self.bounds = bounds
+        self._counts = [0] * len(bounds)  # per bucket, not cumulative
+        self._inf = 0
+        self._sum = 0.0
+        self._lock = threading.Lock()  # observed on a worker thread, read at scrape time
+
+    def observe(self, value: float) -> None:
+        i = bisect.bisect_left(self.bounds, value)  # first bound >= value (le is inclusive)
+        with self._lock:
+            if i < len(self.bounds):
+                self._counts[i] += 1
+            else:
+                self._inf += 1
+            self._sum += value
+
+    def snapshot(self) -> tuple[list[tuple[float, int]], int, float]:
+        """(cumulative counts per upper bound, total count, sum of values)."""
+        with self._lock:
+            counts, inf, total = list(self._counts), self._inf, self._sum
+        out, acc = [], 0
+        for bound, n in zip(self.bounds, counts, strict=True):
+            acc += n
+            out.append((bound, acc))
+        return out, acc + inf, total
 
 
 @dataclass
@@ -39,10 +77,17 @@ class NodeStats:
     # running for days holds at most ~0.6 MB of them (unbounded, +3.5 MB an hour at 25 fps)
     zeroize_latency_s: list[float] = field(default_factory=list)  # decision -> zeroed
     capture_to_alert_s: list[float] = field(default_factory=list)
+    # every value ever recorded in the two lists above, bucketed (Prometheus histograms)
+    zeroize_hist: LatencyHistogram = field(default_factory=LatencyHistogram)
+    capture_to_alert_hist: LatencyHistogram = field(default_factory=LatencyHistogram)
     KEEP = 10_000
 
     def record(self, series: list[float], value: float) -> None:
         series.append(value)
+        if series is self.zeroize_latency_s:
+            self.zeroize_hist.observe(value)
+        elif series is self.capture_to_alert_s:
+            self.capture_to_alert_hist.observe(value)
         if len(series) > 2 * self.KEEP:
             del series[: -self.KEEP]
 
