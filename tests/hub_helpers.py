@@ -13,7 +13,7 @@ import httpx
 from edge.hub.config import HubConfig, load_hub_config
 from edge.hub.officers import add_officer
 from edge.hub.service import Hub
-from edge.hub.web import HubServer
+from edge.hub.web import HubServer, config_tls
 
 PASSWORD = "correct horse battery"
 
@@ -49,7 +49,7 @@ class RunningHub:
             ).read_text():
                 add_officer(Path(cfg.store.officers_file), name, PASSWORD)
         self.hub = Hub(cfg).start()
-        self.server = HubServer(self.hub).start()
+        self.server = HubServer(self.hub, tls=config_tls(cfg)).start()  # random port on 127.0.0.1
         self.endpoint = self.hub.endpoint
         self.url = self.server.url
 
@@ -57,8 +57,9 @@ class RunningHub:
     def store(self):  # noqa: ANN201
         return self.hub.store
 
-    def client(self, officer: str | None = "pc1") -> httpx.Client:
-        c = httpx.Client(base_url=self.url, follow_redirects=False, timeout=10)
+    def client(self, officer: str | None = "pc1", verify: Any = True) -> httpx.Client:
+        """A client, signed in as ``officer``; ``verify``: an ssl.SSLContext trusting the CA."""
+        c = httpx.Client(base_url=self.url, follow_redirects=False, timeout=10, verify=verify)
         if officer:
             r = c.post("/login", data={"officer": officer, "password": PASSWORD})
             assert r.status_code == 303, r.text

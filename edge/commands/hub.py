@@ -21,7 +21,7 @@ from edge.hub.config import HubConfig, load_hub_config
 from edge.hub.officers import add_officer, remove_officer
 from edge.hub.service import Hub
 from edge.hub.store import HubStore
-from edge.hub.web import HubServer
+from edge.hub.web import HubServer, check_web_transport, config_tls
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,13 @@ def _cfg(ctx: click.Context, config_path: Path | None) -> HubConfig:
 @click.option("--http-port", type=int, default=None, help="Web app port (http.port).")
 @click.option("--db", default=None, help="Hub SQLite store (store.path).")
 @click.option("--officers", default=None, help="Officers file (store.officers_file).")
+@click.option("--tls-cert", default=None, help="Web app certificate PEM (http.tls_cert).")
+@click.option("--tls-key", default=None, help="Its private key PEM (http.tls_key).")
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port, 0 = off.")
 @click.pass_context
 def hub(ctx: click.Context, config_path: Path | None, bind: str | None, http_host: str | None,
-        http_port: int | None, db: str | None, officers: str | None,
-        metrics_port: int | None) -> None:
+        http_port: int | None, tls_cert: str | None, tls_key: str | None, db: str | None,
+        officers: str | None, metrics_port: int | None) -> None:
     """Run the alert hub: receives alerts from nodes, serves the officers' tablet app.
 
     Without a sub-command the hub runs until Ctrl-C / SIGTERM.
@@ -59,6 +61,7 @@ def hub(ctx: click.Context, config_path: Path | None, bind: str | None, http_hos
     root.obj["hub_overrides"] = {
         "zmq.bind": bind, "http.host": http_host, "http.port": http_port, "store.path": db,
         "store.officers_file": officers, "metrics.port": metrics_port,
+        "http.tls_cert": tls_cert, "http.tls_key": tls_key,
     }
     if ctx.invoked_subcommand is None:
         run_hub(_cfg(ctx, None))
@@ -66,13 +69,15 @@ def hub(ctx: click.Context, config_path: Path | None, bind: str | None, http_hos
 
 def run_hub(cfg: HubConfig) -> None:
     """Start hub, metrics endpoint and web app; block until SIGINT/SIGTERM."""
+    # transport first: a refused cert or plain non-loopback HTTP starts nothing
+    check_web_transport(cfg.http.host, config_tls(cfg), cfg.http.allow_plain_http)
     if not Path(cfg.store.officers_file).exists():
         log.warning("no officers file at %s: nobody can sign in (edge hub add-officer NAME)",
                     cfg.store.officers_file)
     h = Hub(cfg).start()
     msrv = None
     try:
-        web = HubServer(h, cfg.http.host, cfg.http.port)  # binds now: a busy port is one line
+        web = HubServer.from_config(h)  # checks TLS, binds now: a busy port is one line
         if cfg.metrics.port:
             msrv = serve_metrics(h.metrics.registry, cfg.metrics.port, cfg.metrics.host)
         click.echo(f"hub: nodes -> {h.endpoint}; tablets -> {web.url}/"

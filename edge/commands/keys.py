@@ -1,4 +1,4 @@
-"""``edge keys``: CURVE key pairs for the encrypted node <-> hub link."""
+"""``edge keys``: CURVE key pairs for the node <-> hub link; the hub's HTTPS certificate."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from pathlib import Path
 
 import click
 
+from edge.hub.tls import DEFAULT_HOSTS, generate_tls, load_cert
 from edge.link.curve_keys import generate_keypair, load_public_key
 
 
 @click.group()
 def keys() -> None:
-    """Generate CURVE key pairs for nodes and the hub.
+    """Generate CURVE key pairs for nodes and the hub, and the hub's TLS certificate.
 
     \b
     Typical setup:
@@ -20,6 +21,7 @@ def keys() -> None:
       copy keys/node/NODE_ID.key  -> hub's allowed_node_keys_dir
       copy keys/hub/hub.key       -> each node (alerts.hub_public_key)
     Secret files (*.key_secret) are written with mode 0600; never copy them.
+      edge keys tls --dir keys/tls --host HUB_NAME --host HUB_IP   # HTTPS for tablets
     """
 
 
@@ -34,3 +36,32 @@ def generate(name: str, directory: Path, force: bool) -> None:
     click.echo(f"public key: {public_path}")
     click.echo(f"secret key: {secret_path} (mode 0600, keep it on this machine)")
     click.echo(f"z85 public: {load_public_key(public_path).decode()}")
+
+
+@keys.command("tls")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("keys/tls"), show_default=True, help="Where to write the files.")
+@click.option("--host", "hosts", multiple=True,
+              help="Name or IP tablets use to reach the hub (repeat; default localhost, "
+                   "127.0.0.1).")
+@click.option("--days", type=int, default=397, show_default=True,
+              help="Validity of the CA and server certificate.")
+@click.option("--force", is_flag=True, help="Replace existing files in --dir.")
+def tls(directory: Path, hosts: tuple[str, ...], days: int, force: bool) -> None:
+    """Create a private CA (ca.crt, ca.key) and the hub's HTTPS certificate (server.crt/.key).
+
+    \b
+    Then in the hub config:
+      [http]
+      tls_cert = "keys/tls/server.crt"
+      tls_key  = "keys/tls/server.key"
+    Install ca.crt on each tablet as a trusted CA; keep ca.key offline (mode 0600).
+    """
+    files = generate_tls(directory, hosts or DEFAULT_HOSTS, days=days, force=force)
+    cert = load_cert(files.server_cert)
+    click.echo(f"CA certificate:     {files.ca_cert} (install on the tablets)")
+    click.echo(f"CA key:             {files.ca_key} (mode 0600, keep offline)")
+    click.echo(f"server certificate: {files.server_cert}")
+    click.echo(f"server key:         {files.server_key} (mode 0600)")
+    click.echo(f"hosts: {', '.join(hosts or DEFAULT_HOSTS)}; valid until "
+               f"{cert.not_valid_after_utc:%Y-%m-%d} UTC")

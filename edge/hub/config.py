@@ -30,8 +30,30 @@ class ZmqSection(_Section):
 class HttpSection(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    secure_cookie: bool = Field(False, description="mark the session cookie Secure (HTTPS)")
+    tls_cert: str | None = Field(None, description="server certificate PEM; set = HTTPS")
+    tls_key: str | None = Field(None, description="its private key PEM (unencrypted, 0600)")
+    allow_plain_http: bool = Field(
+        False, description="serve plain HTTP on a non-loopback host: ONLY behind a "
+        "TLS-terminating reverse proxy on the same host (the cookie is then Secure)")
+    secure_cookie: bool = Field(
+        False, description="mark the session cookie Secure without TLS here (reverse proxy); "
+        "always on when tls_cert is set")
     session_hours: float = Field(12.0, gt=0, le=24)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpSection:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("set both tls_cert and tls_key, or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
+    @property
+    def cookie_secure(self) -> bool:
+        """Secure under TLS, behind a declared TLS proxy, or when asked for explicitly."""
+        return self.tls or self.allow_plain_http or self.secure_cookie
 
 
 class StoreSection(_Section):
