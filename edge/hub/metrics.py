@@ -1,10 +1,35 @@
-"""Hub metrics: alerts in, refusals by reason, decisions, logins, latencies, cameras."""
+"""Hub metrics: alerts in, refusals by reason, decisions, logins, latencies, cameras; and the
+hub's readiness for ``/readyz`` (web app and metrics port).
+
+Names follow Prometheus conventions: counters get ``_total`` from the client library,
+latencies are ``_seconds`` histograms, no millisecond gauges.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from edge.exporter import LATENCY_BUCKETS
+from edge.exporter import LATENCY_BUCKETS, Health
+
+if TYPE_CHECKING:
+    from edge.hub.service import Hub
+
+
+def hub_checks(hub: Hub) -> dict[str, bool]:
+    """What the hub's ``/readyz`` checks: its store is open and its ZeroMQ router runs."""
+    router = getattr(hub, "_router", None)
+    thread = getattr(router, "_thread", None)
+    return {
+        "store_open": hub.store is not None,
+        "zmq_router_running": thread is not None and thread.is_alive(),
+    }
+
+
+def hub_health(hub: Hub) -> Health:
+    """``/healthz`` (answering is being up: uvicorn runs the loop) and ``/readyz`` of a hub."""
+    return Health(lambda: hub_checks(hub), watch_loop=False)
 
 
 class HubMetrics:
