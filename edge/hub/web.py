@@ -28,8 +28,10 @@ from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge.errors import EdgeError
+from edge.hub.config import HubConfig
 from edge.hub.metrics import hub_health
 from edge.hub.service import Hub, card_event
+from edge.hub.tls import check_tls, is_loopback_host
 from edge.link.schema import DECISIONS, is_id
 
 log = logging.getLogger(__name__)
@@ -155,7 +157,7 @@ def create_app(hub: Hub) -> FastAPI:
         resp = RedirectResponse("/", status_code=303)
         resp.set_cookie(
             COOKIE, token, max_age=int(ttl), httponly=True, samesite="strict",
-            secure=cfg.http.secure_cookie, path="/",
+            secure=cfg.http.cookie_secure, path="/",
         )
         return resp
 
@@ -308,12 +310,32 @@ def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
+def check_web_transport(host: str, tls: tuple[Path, Path] | None, allow_plain_http: bool
+                        ) -> None:
+    """Refuse plain HTTP off loopback and unusable cert/key pairs, with one line each."""
+    if tls is None and not allow_plain_http and not is_loopback_host(host):
+        # like ZeroMQ without CURVE: passwords and face crops must not cross a network
+        raise EdgeError(
+            f"refusing plain HTTP on non-loopback http.host {host}: set [http] tls_cert and "
+            "tls_key (edge keys tls), or allow_plain_http = true behind a TLS proxy")
+    if tls is not None:
+        check_tls(tls[0], tls[1], host)
+
+
+def config_tls(cfg: HubConfig) -> tuple[Path, Path] | None:
+    http = cfg.http
+    return (Path(http.tls_cert), Path(http.tls_key)) if http.tls_cert and http.tls_key else None
+
+
 class HubServer:
     """Hub + web app served by uvicorn in a background thread (tests, benchmarks, embedding)."""
 
-    def __init__(self, hub: Hub, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, hub: Hub, host: str = "127.0.0.1", port: int = 0,
+                 tls: tuple[Path, Path] | None = None, allow_plain_http: bool = False) -> None:
         self.hub = hub
         self.host = host
+        self.tls = tls
+        check_web_transport(host, tls, allow_plain_http)
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -326,6 +348,8 @@ class HubServer:
             uvicorn.Config(
                 create_app(hub), log_level="warning", access_log=False,
                 timeout_graceful_shutdown=2, lifespan="off",
+                ssl_certfile=str(tls[0]) if tls else None,
+                ssl_keyfile=str(tls[1]) if tls else None,
             )
         )
         self._thread: threading.Thread | None = None
@@ -338,9 +362,17 @@ class HubServer:
 
         self.server.handle_exit = handle_exit  # type: ignore[method-assign]
 
+    @classmethod
+    def from_config(cls, hub: Hub) -> HubServer:
+        """The web server as ``[http]`` says: host, port, TLS or the plain-HTTP exception."""
+        http = hub.cfg.http
+        return cls(hub, http.host, http.port, tls=config_tls(hub.cfg),
+                   allow_plain_http=http.allow_plain_http)
+
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def serve(self) -> None:
         """Serve in this (main) thread until SIGINT/SIGTERM."""
