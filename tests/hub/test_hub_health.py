@@ -9,13 +9,13 @@ import urllib.request
 
 import pytest
 from fastapi.testclient import TestClient
-from hub_helpers import hub_config
 from prometheus_client import generate_latest
 
 from edge.exporter import serve_metrics
 from edge.hub.metrics import hub_checks, hub_health
 from edge.hub.service import Hub
 from edge.hub.web import create_app
+from tests.hub_helpers import hub_config
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,7 @@
-"""A node's /healthz and /readyz on its metrics port, and its latency histograms' exposition."""
+"""A node's /healthz and /readyz on its metrics port, and its latency histograms' exposition.
+
+All model-free (``unit``) but the last, which runs ``edge run`` against an in-process hub.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +9,20 @@ import json
 import urllib.error
 import urllib.request
 
+import cv2
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from edge.exporter import Health, serve_metrics
+from edge.hub.service import Hub
 from edge.link.schema import CameraHealth
 from edge.node.metrics import NodeReadiness, PipelineCollector
 from edge.node.stats import LATENCY_BUCKETS_S, LatencyHistogram, NodeStats
+from tests.conftest import write_clip
+from tests.hub_helpers import free_port, hub_config, wait_for
+from tests.privacy_helpers import save_watchlist, start_node, write_config
 
-pytestmark = pytest.mark.unit
+unit = pytest.mark.unit
 
 
 class Clock:
@@ -59,6 +67,7 @@ def served():
     srv.close()
 
 
+@unit
 def test_healthz_is_ok_while_the_loop_ticks_and_503_when_it_stalls(served):
     port, clock, health, *_ = served
     assert get(port, "/healthz")[:3:2] == (200, b"ok\n")  # before the first tick: starting
@@ -72,6 +81,7 @@ def test_healthz_is_ok_while_the_loop_ticks_and_503_when_it_stalls(served):
     assert get(port, "/healthz")[0] == 200
 
 
+@unit
 def test_readyz_is_200_when_everything_is_up(served):
     port, *_ = served
     status, ctype, body = get(port, "/readyz")
@@ -82,6 +92,7 @@ def test_readyz_is_200_when_everything_is_up(served):
                              "hub_link_up": True, "camera_up": True}
 
 
+@unit
 @pytest.mark.parametrize("reason", ["models_loaded", "watchlist_in_window", "hub_link_up",
                                     "camera_up", "alive"])
 def test_readyz_names_each_reason_it_is_not_ready(served, reason):
@@ -106,12 +117,14 @@ def test_readyz_names_each_reason_it_is_not_ready(served, reason):
     assert b"gate" not in body and b"hall" not in body
 
 
+@unit
 def test_a_node_still_starting_is_not_ready():
     r = NodeReadiness(lambda: True)  # watchlist loaded, nothing else yet
     assert r.checks() == {"models_loaded": False, "watchlist_in_window": True,
                           "hub_link_up": False, "camera_up": False}
 
 
+@unit
 def test_a_failing_check_is_not_ready_not_a_dead_endpoint(served):
     port, _, health, *_ = served
 
@@ -125,6 +138,7 @@ def test_a_failing_check_is_not_ready_not_a_dead_endpoint(served):
     assert get(port, "/metrics")[0] == 200
 
 
+@unit
 def test_metrics_are_still_served_beside_the_probes(served):
     port, *_, stats = served
     stats.record(stats.zeroize_latency_s, 0.002)
@@ -133,6 +147,7 @@ def test_metrics_are_still_served_beside_the_probes(served):
     assert b'edge_node_zeroize_seconds_count{camera="gate"} 1.0' in body
 
 
+@unit
 def test_latencies_are_seconds_histograms_per_camera():
     a, b = NodeStats(), NodeStats()
     for v in (0.0004, 0.003, 0.003, 0.2, 50.0):
@@ -161,6 +176,7 @@ def test_latencies_are_seconds_histograms_per_camera():
     assert len(buckets) == len(LATENCY_BUCKETS_S) + 1
 
 
+@unit
 def test_histograms_keep_counting_when_the_recent_lists_are_trimmed():
     st = NodeStats()
     for i in range(3 * NodeStats.KEEP):
@@ -170,9 +186,46 @@ def test_histograms_keep_counting_when_the_recent_lists_are_trimmed():
     assert count == 3 * NodeStats.KEEP  # a counter never goes down between scrapes
 
 
+@unit
 def test_a_value_on_a_bucket_bound_counts_in_that_bucket():
     h = LatencyHistogram((0.1, 1.0))
     h.observe(0.1)
     h.observe(1.0)
     h.observe(1.5)
     assert h.snapshot() == ([(0.1, 1), (1.0, 2)], 3, pytest.approx(2.6))
+
+
+def test_a_running_node_is_ready_and_says_so_when_the_hub_goes(tmp_path, engine, sample_images):
+    """``edge run`` with ``[metrics] port``: /readyz 200 once models, camera and hub link are
+    up; 503 naming ``hub_link_up`` after the hub stops; /healthz stays 200 throughout."""
+    group = cv2.imread(str(sample_images / "t1.jpg"))
+    enrolled = engine.faces(group)[0].embedding
+    save_watchlist(tmp_path / "wl", tmp_path / "wl.key", {"P1": enrolled})
+    frames = [cv2.resize(group, (640, 480))] * 150  # 15 s at 10 fps, paced by realtime
+    clip = write_clip(tmp_path / "clip.mp4", frames)
+    hub = Hub(hub_config(tmp_path)).start()
+    port = free_port()
+    config = write_config(tmp_path / "node.toml", endpoint=str(hub.endpoint),
+                          extra=f"[source]\nrealtime = true\n[metrics]\nport = {port}\n")
+    node = start_node(tmp_path, clip, tmp_path / "wl", tmp_path / "wl.key", config)
+    try:
+        def readyz() -> dict | None:
+            try:
+                status, _, body = get(port, "/readyz")
+            except OSError:
+                return None  # not listening yet
+            return {"status": status, **json.loads(body)}
+
+        doc = wait_for(lambda: (r := readyz()) and r["status"] == 200 and r, timeout=60,
+                       what="node ready")
+        assert doc["failed"] == [] and doc["checks"]["hub_link_up"] is True
+        assert get(port, "/healthz")[0] == 200
+        hub.stop()
+        doc = wait_for(lambda: (r := readyz()) and r["status"] == 503 and r, timeout=15,
+                       what="node not ready without its hub")
+        assert doc["failed"] == ["hub_link_up"]
+        assert get(port, "/healthz")[0] == 200  # up, just not ready
+    finally:
+        hub.stop()
+        _, err = node.stop()
+    assert "Traceback" not in err
