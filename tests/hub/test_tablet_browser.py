@@ -304,14 +304,14 @@ def test_camera_down_banner_sticky_until_camera_up(tmp_path: Path, browser) -> N
         h.close()
 
 
-def test_tablet_over_https_trusting_only_the_hub_cert(tmp_path: Path) -> None:
+def test_tablet_over_https_trusting_only_the_hub_cert(tmp_path: Path, browser) -> None:
     """HTTPS end to end in Chromium: refused without trust, works once the server key is pinned
     (--ignore-certificate-errors-spki-list, the standard way to trust one test cert headless),
     Secure cookie, live alert with both images over TLS."""
-    if not CHROMIUM.exists():
-        pytest.skip("needs /usr/bin/chromium (Debian package `chromium`)")
     from playwright.sync_api import Error as PlaywrightError
-    from playwright.sync_api import sync_playwright
+
+    # the flag is per process: launch our own browsers on the fixture's playwright
+    chromium = browser.browser_type
 
     tls = generate_tls(tmp_path / "tls", ("localhost", "127.0.0.1"))
     pin = spki_sha256_b64(load_cert(tls.server_cert))
@@ -322,45 +322,44 @@ def test_tablet_over_https_trusting_only_the_hub_cert(tmp_path: Path) -> None:
     sender = ZmqSender(tmp_path / "node" / "outbox.sqlite", h.endpoint, "node-tls",
                        None, audit, camera="Gate TLS").start()
     try:
-        with sync_playwright() as p:
-            # no trust, or another key pinned: the page load fails on the certificate
-            other_pin = spki_sha256_b64(load_cert(tls.ca_cert))
-            for extra in ([], [f"--ignore-certificate-errors-spki-list={other_pin}"]):
-                b = p.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *extra])
-                try:
-                    ctx = b.new_context(ignore_https_errors=False)
-                    with pytest.raises(PlaywrightError, match=r"ERR_CERT_AUTHORITY_INVALID"):
-                        ctx.new_page().goto(h.url + "/login")
-                finally:
-                    b.close()
-            # the hub's key pinned: a real TLS session, no certificate errors ignored otherwise
-            b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-                *CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={pin}"])
+        # no trust, or another key pinned: the page load fails on the certificate
+        other_pin = spki_sha256_b64(load_cert(tls.ca_cert))
+        for extra in ([], [f"--ignore-certificate-errors-spki-list={other_pin}"]):
+            b = chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *extra])
             try:
-                ctx = b.new_context(ignore_https_errors=False,
-                                    viewport={"width": 1024, "height": 768})
-                page = ctx.new_page()
-                sign_in(page, h.url)
-                assert page.url.startswith("https://")
-                (cookie,) = [c for c in ctx.cookies() if c["name"] == "edge_session"]
-                assert cookie["secure"] and cookie["httpOnly"]
-                wait_for(lambda: sender.hub_connected, what="node connected")
-                probe, ref = face_jpegs()
-                alert = synthetic_alert(
-                    "node-tls", "Gate TLS", 1, display_name="Jordan Example",
-                    category="Wanted", score=0.7, threshold=0.45, subject_id="WL-0042",
-                    captured_at=time.time(), decided_at=time.time(),
-                )
-                sender.send(alert, probe, ref)
-                sel = f'#open article[data-alert-id="{alert.alert_id}"]'
-                page.wait_for_selector(sel + "[data-rendered-at][data-images-at]",
-                                       timeout=10000)
-                assert page.evaluate(
-                    f"""Array.from(document.querySelectorAll('{sel} img'))
-                        .every(i => i.complete && i.naturalWidth > 0)"""
-                )
+                ctx = b.new_context(ignore_https_errors=False)
+                with pytest.raises(PlaywrightError, match=r"ERR_CERT_AUTHORITY_INVALID"):
+                    ctx.new_page().goto(h.url + "/login")
             finally:
                 b.close()
+        # the hub's key pinned: a real TLS session, no certificate errors ignored otherwise
+        b = chromium.launch(executable_path=str(CHROMIUM), args=[
+            *CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={pin}"])
+        try:
+            ctx = b.new_context(ignore_https_errors=False,
+                                viewport={"width": 1024, "height": 768})
+            page = ctx.new_page()
+            sign_in(page, h.url)
+            assert page.url.startswith("https://")
+            (cookie,) = [c for c in ctx.cookies() if c["name"] == "edge_session"]
+            assert cookie["secure"] and cookie["httpOnly"]
+            wait_for(lambda: sender.hub_connected, what="node connected")
+            probe, ref = face_jpegs()
+            alert = synthetic_alert(
+                "node-tls", "Gate TLS", 1, display_name="Jordan Example",
+                category="Wanted", score=0.7, threshold=0.45, subject_id="WL-0042",
+                captured_at=time.time(), decided_at=time.time(),
+            )
+            sender.send(alert, probe, ref)
+            sel = f'#open article[data-alert-id="{alert.alert_id}"]'
+            page.wait_for_selector(sel + "[data-rendered-at][data-images-at]",
+                                   timeout=10000)
+            assert page.evaluate(
+                f"""Array.from(document.querySelectorAll('{sel} img'))
+                    .every(i => i.complete && i.naturalWidth > 0)"""
+            )
+        finally:
+            b.close()
     finally:
         sender.close(0)
         h.close()
