@@ -132,13 +132,7 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str
         raise
     readiness.models_loaded = True
     readiness.cameras = site.health
-    loop_clock = site.clock
-
-    def ticking_clock() -> float:  # Site.run's main loop reads its clock once a tick
-        health.tick()
-        return loop_clock()
-
-    site.clock = ticking_clock
+    site.on_tick = health.tick  # the main loop's heartbeat: /healthz fails if it stops
     locked = site.bufs.lock_report
     if cfg.privacy.lock_memory and locked.failures:
         notify(f"[edge] face buffers NOT locked in RAM: {locked.failures[0]}")

@@ -167,6 +167,7 @@ class Site:
         self._feeders: list[threading.Thread] = []
         self._frames = 0  # processed by all workers together (max_frames)
         self._frames_lock = threading.Lock()
+        self.on_tick: Callable[[], None] = lambda: None  # called by the main loop ~4 times a second
         self.stopped_reason = ""
 
     # ------------------------------------------------------------------ start
@@ -216,6 +217,7 @@ class Site:
             while any(t.is_alive() for t in workers):
                 if self._stop.wait(0.25):
                     break
+                self.on_tick()
                 if not self.watchlist.in_window(self.clock()):
                     self.stopped_reason = "watchlist window closed"
                     log.warning("watchlist window closed: matching stopped")
