@@ -18,6 +18,7 @@ import click
 from edge.errors import EdgeError
 from edge.exporter import serve_metrics
 from edge.hub.config import HubConfig, load_hub_config
+from edge.hub.metrics import hub_health
 from edge.hub.officers import add_officer, remove_officer
 from edge.hub.service import Hub
 from edge.hub.store import HubStore
@@ -79,7 +80,8 @@ def run_hub(cfg: HubConfig) -> None:
     try:
         web = HubServer.from_config(h)  # checks TLS, binds now: a busy port is one line
         if cfg.metrics.port:
-            msrv = serve_metrics(h.metrics.registry, cfg.metrics.port, cfg.metrics.host)
+            msrv = serve_metrics(h.metrics.registry, cfg.metrics.port, cfg.metrics.host,
+                                 health=hub_health(h))
         click.echo(f"hub: nodes -> {h.endpoint}; tablets -> {web.url}/"
                    + (f"; metrics -> {cfg.metrics.host}:{msrv.port}/metrics" if msrv else ""),
                    err=True)
