@@ -5,6 +5,8 @@
 
 const state = {
   cards: new Map(),      // alert_id -> {el, card}
+  groups: new Map(),     // subject key -> group element (open alerts only)
+  cameras: "",           // the camera filter's option list, as a key
   nodes: [],
   hubOk: false,
   lostAfter: 5,
@@ -57,7 +59,9 @@ function buildCard(card, isNew) {
   setImg(ref, card.reference_url, ref.parentElement);
   el.querySelector(".name").textContent = card.display_name;
   el.querySelector(".category").textContent = card.category || "";
-  el.querySelector(".score").textContent = (card.score * 100).toFixed(1) + "%  (threshold " + (card.threshold * 100).toFixed(0) + "%)";
+  // A cosine similarity, not a probability: show it as one, with the alert threshold beside it.
+  el.querySelector(".score").textContent = "similarity " + Number(card.score).toFixed(2) +
+    " (alerts at " + Number(card.threshold).toFixed(2) + ")";
   el.querySelector(".camera").textContent = card.camera + (card.node_id ? "  ·  " + card.node_id : "");
   el.querySelector(".time").dataset.t = String(card.captured_at);
   for (const b of el.querySelectorAll("button.act")) {
@@ -93,7 +97,7 @@ function upsert(card, live) {
       applyDecision(el, card);
       insertSorted($("#decided"), el, card.decision_at);
     } else {
-      insertSorted($("#open"), el, card.received_at);
+      $("#held").appendChild(el);  // renderOpen() places it in its subject's group
     }
     if (live) {
       // Stamp when the card has been laid out and painted (two animation frames).
@@ -107,7 +111,136 @@ function upsert(card, live) {
     applyDecision(have.el, card);
     insertSorted($("#decided"), have.el, card.decision_at);
   }
+  renderOpen();
   refresh();
+}
+
+function subjectKey(card) { return card.subject_id || card.display_name || card.alert_id; }
+
+function buildGroup(key) {
+  const g = $("#group-tpl").content.firstElementChild.cloneNode(true);
+  g.dataset.subject = key;
+  g.querySelector(".group-more").addEventListener("click", () => {
+    g.classList.toggle("expanded");
+    renderOpen();
+  });
+  return g;
+}
+
+// Keep `child` at position `before` in `parent` without moving nodes that are already in place
+// (a move restarts animations and costs layout).
+function placeAt(parent, child, before) {
+  if (child.parentNode !== parent || child.nextSibling !== before) parent.insertBefore(child, before);
+}
+
+function updateCameraFilter() {
+  const sel = $("#camera-filter");
+  const cams = new Set();
+  for (const { card } of state.cards.values()) if (card.camera) cams.add(card.camera);
+  if (sel.value) cams.add(sel.value);
+  const list = [...cams].sort();
+  const key = JSON.stringify(list);
+  if (key === state.cameras) return;
+  state.cameras = key;
+  const keep = sel.value;
+  while (sel.options.length > 1) sel.remove(1);
+  for (const c of list) {
+    const o = document.createElement("option");
+    o.value = c;
+    o.textContent = c;
+    sel.appendChild(o);
+  }
+  sel.value = keep;
+}
+
+// Open alerts, one group per subject (newest photo pair in front, earlier ones folded), groups
+// ordered by their oldest open alert so the longest-waiting subject is at the top. Alerts from
+// other cameras than the filter's wait in #held (hidden), so they are not lost.
+function renderOpen() {
+  updateCameraFilter();
+  const cam = $("#camera-filter").value;
+  const groups = new Map();
+  const held = $("#held");
+  for (const { el, card } of state.cards.values()) {
+    const off = !!cam && card.camera !== cam;
+    if (card.decision) { el.classList.toggle("filtered", off); continue; }
+    if (off) { if (el.parentNode !== held) held.appendChild(el); continue; }
+    const key = subjectKey(card);
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push({ el, card });
+  }
+  const list = [...groups.entries()].map(([key, items]) => {
+    items.sort((a, b) => (b.card.received_at - a.card.received_at) || (a.card.alert_id < b.card.alert_id ? -1 : 1));
+    return { key, items, oldest: items[items.length - 1].card.received_at };
+  });
+  list.sort((a, b) => (a.oldest - b.oldest) || (a.key < b.key ? -1 : 1));
+  const open = $("#open");
+  let prev = null;
+  const seen = new Set();
+  for (const g of list) {
+    seen.add(g.key);
+    let gel = state.groups.get(g.key);
+    if (!gel) { gel = buildGroup(g.key); state.groups.set(g.key, gel); }
+    const lead = g.items[0].card;
+    const n = g.items.length;
+    gel.dataset.count = String(n);
+    gel.dataset.oldest = String(g.oldest);
+    gel.querySelector(".group-name").textContent = lead.display_name;
+    gel.querySelector(".group-count").textContent = n + " open";
+    const since = gel.querySelector(".group-since");
+    since.dataset.t = String(g.oldest);
+    const box = gel.querySelector(".group-cards");
+    let before = box.firstChild;
+    g.items.forEach(({ el }, i) => {
+      placeAt(box, el, before);
+      before = el.nextSibling;
+      el.classList.toggle("lead", i === 0);
+      el.classList.toggle("older", i > 0);
+    });
+    const more = gel.querySelector(".group-more");
+    more.hidden = n < 2;
+    more.textContent = gel.classList.contains("expanded") ? "Hide earlier alerts"
+      : "Show " + (n - 1) + " earlier alert" + (n > 2 ? "s" : "");
+    more.setAttribute("aria-expanded", String(gel.classList.contains("expanded")));
+    placeAt(open, gel, prev ? prev.nextSibling : open.firstChild);
+    prev = gel;
+  }
+  for (const [key, gel] of state.groups) {
+    if (!seen.has(key)) { gel.remove(); state.groups.delete(key); }
+  }
+}
+
+function openZoom(img) {
+  const z = $("#zoom");
+  const big = z.querySelector("img");
+  big.src = img.getAttribute("src");
+  big.alt = img.alt + " (enlarged)";
+  z.hidden = false;
+  z.focus();
+}
+
+function closeZoom() {
+  const z = $("#zoom");
+  if (z.hidden) return;
+  z.hidden = true;
+  z.querySelector("img").removeAttribute("src");
+}
+
+function setupZoom() {
+  const z = $("#zoom");
+  z.tabIndex = -1;
+  document.addEventListener("click", (e) => {
+    const img = e.target.closest ? e.target.closest("img.zoomable") : null;
+    if (img && img.getAttribute("src")) openZoom(img);
+  });
+  z.addEventListener("click", closeZoom);
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") { closeZoom(); return; }
+    if ((e.key === "Enter" || e.key === " ") && e.target.matches && e.target.matches("img.zoomable")) {
+      e.preventDefault();
+      openZoom(e.target);
+    }
+  });
 }
 
 function insertSorted(container, el, key) {
@@ -145,13 +278,21 @@ async function decide(alertId, decision, el) {
 }
 
 function refresh() {
-  const open = $("#open").children.length;
+  let open = 0;
+  for (const { card } of state.cards.values()) if (!card.decision) open += 1;
+  const shown = $("#open").querySelectorAll("article").length;
   $("#open-count").textContent = open + " open";
-  $("#empty").style.display = open ? "none" : "block";
+  const empty = $("#empty");
+  empty.textContent = open ? "No open alerts on this camera." : "No open alerts.";
+  empty.style.display = shown ? "none" : "block";
   $(".decided-title").style.display = $("#decided").children.length ? "block" : "none";
   for (const t of document.querySelectorAll(".time")) {
     const v = Number(t.dataset.t);
     if (v) t.textContent = fmtTime(v) + "  (" + ago(v) + ")";
+  }
+  for (const t of document.querySelectorAll(".group-since")) {
+    const v = Number(t.dataset.t);
+    if (v) t.textContent = "waiting since " + fmtTime(v);
   }
   renderBanners();
 }
@@ -251,6 +392,8 @@ function connect() {
     // Retention removed old alerts: rebuild from the server's list.
     for (const { el } of state.cards.values()) el.remove();
     state.cards.clear();
+    for (const g of state.groups.values()) g.remove();
+    state.groups.clear();
     reload().catch(() => {});
   });
   es.addEventListener("signed_out", () => { location.href = "/login"; });
@@ -266,6 +409,8 @@ function connect() {
 }
 
 async function main() {
+  setupZoom();
+  $("#camera-filter").addEventListener("change", () => { renderOpen(); refresh(); });
   try {
     const r = await api("/api/me");
     const me = await r.json();
