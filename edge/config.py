@@ -104,11 +104,6 @@ class TrackerSection(_Section):
     min_embeddings: int = Field(1, ge=1, le=50, description="embeddings fused before a decision")
     max_embeddings: int = Field(5, ge=1, le=100, description="stop embedding a track after this many")
     reembed_every: int = Field(5, ge=1, le=1000, description="frames between re-embeddings of a track")
-    reembed_min_growth: float = Field(
-        0.0, ge=0, le=4,
-        description="re-embed a track only once its face is this many times as wide as the widest "
-        "one embedded so far (0 = off)",
-    )
     embed_gated_after: int = Field(
         10, ge=0, le=1000,
         description="a track gated this many times in a row is embedded anyway (0: never)",

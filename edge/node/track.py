@@ -30,7 +30,6 @@ class Track:
     box: np.ndarray  # x, y, w, h
     first_frame: int
     last_frame: int
-    missed: int = 0
     last_embedded: int = -1_000_000
     embeddings: int = 0
     best_size: float = 0.0
@@ -112,9 +111,6 @@ class Tracker:
             self._follow(self.tracks[ti], boxes[bi], frame_index)
             assigned[bi] = self.tracks[ti]
             used_t.add(ti)
-        for ti, t in enumerate(self.tracks):
-            if ti not in used_t:
-                t.missed += 1
         # missed is counted in frames, so a detector running every k frames keeps the same reach
         self.tracks = [t for t in self.tracks if frame_index - t.last_frame <= self.max_missed]
         for i in range(n):
@@ -171,7 +167,6 @@ class Tracker:
         t.velocity = step if t.last_frame == t.first_frame else 0.5 * (t.velocity + step)
         t.box = new.copy()
         t.last_frame = frame_index
-        t.missed = 0
 
     def _new(self, box: np.ndarray, frame_index: int) -> Track:
         t = Track(self._next_id, box.astype(np.float32).copy(), frame_index, frame_index)
@@ -191,9 +186,7 @@ class Tracker:
         if frame_index - t.last_embedded < self.cfg.reembed_every:
             # a clearly bigger face (closer to the camera) is worth embedding early
             return float(t.box[2]) > 1.25 * t.best_size
-        growth = self.cfg.reembed_min_growth
-        # a face no bigger than the one already embedded adds little but costs a full embedding
-        return not growth or float(t.box[2]) >= growth * t.best_size
+        return True
 
     def gated(self, t: Track) -> None:
         """The quality gate skipped this track's face on this frame."""
