@@ -100,9 +100,7 @@ class Node:
 
         ``bufs``: the face buffers of the site worker running this frame (default: ours).
         """
-        if frame.carried_before:  # frames the source decoded but did not convert (interval)
-            self.stats.frames += frame.carried_before
-            self.stats.frames_carried += frame.carried_before
+        self.carried(frame.carried_before)
         since = frame.index - self._last_detected
         if 0 < since < self.interval:  # between detections: the tracks carry the faces
             self.stats.frames += 1
@@ -188,6 +186,11 @@ class Node:
             st["zeroize"] += done - tz
             if decided_at is not None:  # the frame's match decision -> all its buffers zero
                 self.stats.record(self.stats.zeroize_latency_s, done - t_decided)
+
+    def carried(self, n: int) -> None:
+        """``n`` frames the source decoded but never converted (between detections)."""
+        self.stats.frames += n
+        self.stats.frames_carried += n
 
     def _keep_in_zone(self, b: FaceBuffers, n: int) -> int:
         """Drop the rows of faces outside the camera's zone: they are never tracked or embedded."""

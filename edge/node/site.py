@@ -167,6 +167,7 @@ class Site:
         self._feeders: list[threading.Thread] = []
         self._frames = 0  # processed by all workers together (max_frames)
         self._frames_lock = threading.Lock()
+        self._tail_carried: dict[str, int] = {}  # per camera, set by its feeder at the source's end
         self.on_tick: Callable[[], None] = lambda: None  # called by the main loop ~4 times a second
         self.stopped_reason = ""
 
@@ -233,6 +234,8 @@ class Site:
             self._stop.set()
             for t in workers:
                 t.join()  # a frame in progress is finished (and zeroed), never abandoned
+            for name, n in self._tail_carried.items():
+                self.nodes[name].carried(n)
         finally:
             self.close()
         self.stopped_reason = self.stopped_reason or "stopped"
@@ -298,6 +301,8 @@ class Site:
                 if not taken:
                     node.ring.release(frame.slot)
                     break
+            else:  # frames carried after the last converted one: counted once the workers stop
+                self._tail_carried[name] = src.stats.carried - carried
         except Exception as exc:  # noqa: BLE001 - one camera's failure never stops the others
             self.monitors[name].fail(f"source failed: {type(exc).__name__}")
             log.error("camera %s: source failed: %s", name, type(exc).__name__)
