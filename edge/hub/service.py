@@ -312,8 +312,9 @@ class Hub:
         self.metrics.heartbeats.inc()
         self.store.node_heartbeat(beat.node_id, beat.camera, beat.run_id, beat.counts,
                                   beat.pending, now)
-        self._reply(msg.route, HeartbeatAck(beat.sent_at, now).to_frames())
+        # The board is updated before the ack: what the node was told is received is visible.
         cameras_changed = self.cameras.update(beat.node_id, beat.run_id, beat.cameras, now)
+        self._reply(msg.route, HeartbeatAck(beat.sent_at, now).to_frames())
         if newly_online:
             log.info("node %s connected", beat.node_id)
         if newly_online or cameras_changed:
