@@ -3,7 +3,8 @@
 Why per-officer: every decision on an alert is attributed to a named officer in the node's
 audit log, so shared logins are not acceptable. Passwords are hashed with scrypt (memory-hard)
 and a random salt; verification is constant-time and costs the same for unknown names.
-Repeated failures lock a name (and a client address) for a while to slow guessing.
+Guessing is slowed per address and per (name, address) by edge.hub.throttle, never per name
+alone, so nobody can lock an officer out by guessing their name from elsewhere.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 from edge.errors import EdgeError
+from edge.hub.throttle import LoginThrottle
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 10
@@ -117,18 +119,15 @@ def remove_officer(path: Path, name: str) -> None:
 
 
 class Officers:
-    """Credential checks with a reload when the file changes and failure lockouts."""
+    """Credential checks with a reload when the file changes, throttled against guessing."""
 
-    MAX_FAILURES = 5
-    WINDOW_S = 300.0
-    LOCK_S = 60.0
-
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, throttle: LoginThrottle | None = None) -> None:
         self.path = Path(path)
         self._mtime: float | None = None
         self._officers: dict[str, dict[str, str]] = {}
-        self._fail: dict[str, list[float]] = {}
         self._lock = threading.Lock()
+        # Counts next to the officers file (the hub's state dir): they survive a restart.
+        self.throttle = throttle or LoginThrottle(self.path.parent / "login-throttle.sqlite")
         self._reload()
 
     def _reload(self) -> None:
@@ -151,31 +150,22 @@ class Officers:
             self._reload()
             return name in self._officers
 
-    def _locked(self, key: str, now: float) -> bool:
-        fails = [t for t in self._fail.get(key, []) if now - t < self.WINDOW_S]
-        self._fail[key] = fails
-        return len(fails) >= self.MAX_FAILURES and now - fails[-1] < self.LOCK_S
-
     def check(self, name: str, password: str, client: str = "") -> tuple[bool, str]:
-        """(ok, reason) where reason is ok|unknown_officer|bad_password|locked|bad_input."""
-        now = time.time()
+        """(ok, reason) where reason is ok|unknown_officer|bad_password|throttled|bad_input.
+
+        A throttled attempt is refused before the password is looked at, so waiting is the
+        only way on; ``throttle.wait_s(name, client)`` says for how long.
+        """
         if not isinstance(name, str) or not isinstance(password, str) or len(password) > 1024:
             return False, "bad_input"
+        if self.throttle.wait_s(name, client) > 0:
+            return False, "throttled"
         with self._lock:
             self._reload()
-            keys = (f"n:{name}", f"c:{client}")
-            if any(self._locked(k, now) for k in keys):
-                return False, "locked"
             rec = self._officers.get(name)
         ok = verify_password(password, rec["hash"] if rec else _DUMMY_HASH) and rec is not None
-        reason = "ok" if ok else ("unknown_officer" if rec is None else "bad_password")
-        with self._lock:
-            if len(self._fail) > 10000:  # bound memory under a flood of random names
-                self._fail = {k: v for k, v in self._fail.items()
-                              if v and now - v[-1] < self.WINDOW_S}
-            for k in keys:
-                if ok:
-                    self._fail.pop(k, None)
-                else:
-                    self._fail.setdefault(k, []).append(now)
-        return ok, reason
+        if ok:
+            self.throttle.succeeded(name, client)
+            return True, "ok"
+        self.throttle.failed(name, client)
+        return False, "unknown_officer" if rec is None else "bad_password"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import socket
 import threading
 import time
@@ -125,6 +126,8 @@ def create_app(hub: Hub) -> FastAPI:
         status, ctype, body = probes.readyz()
         return Response(body, status_code=status, media_type=ctype)
 
+    throttled_log = _Every(60.0)
+
     @app.post("/login")
     async def post_login(request: Request) -> Response:
         body = await request.body()
@@ -146,10 +149,15 @@ def create_app(hub: Hub) -> FastAPI:
             return login_page("Sign-in is unavailable: the hub's officer list is unreadable.", 503)
         if not ok:
             hub.metrics.login_failures.labels(reason).inc()
-            log.warning("refused sign-in (%s) from %s", reason, client)
-            msg = ("Too many failed attempts. Wait a minute and try again." if reason == "locked"
-                   else "Unknown officer or wrong password.")
-            return login_page(msg, 401)
+            if reason != "throttled" or throttled_log.due():
+                # throttled attempts cost a guesser nothing: logged at most once a minute
+                log.warning("refused sign-in (%s) from %s", reason, client)
+            if reason == "throttled":
+                wait = await run_in_threadpool(hub.officers.throttle.wait_s, name, client)
+                msg = (f"Too many failed attempts from this device. Try again in "
+                       f"{max(1, math.ceil(wait))} s.")
+                return login_page(msg, 429)
+            return login_page("Unknown officer or wrong password.", 401)
         assert hub.store is not None
         token = hub.store.create_session(name, ttl)
         hub.metrics.logins.inc()
@@ -304,6 +312,21 @@ def create_app(hub: Hub) -> FastAPI:
 
     app.add_middleware(_SecurityHeaders)
     return app
+
+
+class _Every:
+    """``due()`` is true at most once per ``period_s`` (rate-limits a log line)."""
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self._last = -period_s
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.period_s:
+            return False
+        self._last = now
+        return True
 
 
 def _sse(event: str, data: Any) -> bytes:

@@ -21,6 +21,7 @@ from edge.exporter import serve_metrics
 from edge.hub.config import load_hub_config
 from edge.hub.officers import Officers, add_officer, verify_password
 from edge.hub.synthetic import synthetic_alert, synthetic_jpeg
+from edge.hub.throttle import LoginThrottle
 from edge.link.zmq_sender import ZmqSender
 from tests.hub_helpers import PASSWORD, RunningHub, free_port, hub_config, metric, wait_for
 
@@ -177,18 +178,18 @@ def test_login_refusals_counted_and_locked(hub: RunningHub) -> None:
     assert r.status_code == 400
     for _ in range(4):
         c.post("/login", data={"officer": "pc1", "password": "wrong password!"})
-    r = c.post("/login", data={"officer": "pc1", "password": PASSWORD})  # right, but locked
-    assert r.status_code == 401 and "Too many" in r.text
-    assert metric(reg, "edge_hub_login_failures_total", {"reason": "locked"}) >= 1
+    r = c.post("/login", data={"officer": "pc1", "password": PASSWORD})  # right, but throttled
+    assert r.status_code == 429 and "Too many" in r.text and "Try again in" in r.text
+    assert metric(reg, "edge_hub_login_failures_total", {"reason": "throttled"}) >= 1
 
 
-def test_officer_lockout_expires() -> None:
-    o = Officers(Path("/nonexistent/officers.json"))
-    o.LOCK_S = 0.2
-    for _ in range(5):
+def test_officer_throttle_expires() -> None:
+    clock = [1000.0]
+    o = Officers(Path("/nonexistent/officers.json"), LoginThrottle(None, clock=lambda: clock[0]))
+    for _ in range(4):
         assert o.check("x", "y", "c") == (False, "unknown_officer")
-    assert o.check("x", "y", "c") == (False, "locked")
-    time.sleep(0.25)
+    assert o.check("x", "y", "c") == (False, "throttled")
+    clock[0] += o.throttle.wait_s("x", "c")
     assert o.check("x", "y", "c")[1] == "unknown_officer"
 
 
