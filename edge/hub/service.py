@@ -19,6 +19,7 @@ from typing import Any
 
 from edge.hub.cameras import CameraBoard
 from edge.hub.config import HubConfig
+from edge.hub.images import check_jpeg
 from edge.hub.metrics import HubMetrics
 from edge.hub.officers import Officers
 from edge.hub.router import HubRouter, Incoming
@@ -278,6 +279,15 @@ class Hub:
             self._refuse("node_id_mismatch")
             log.warning("refused alert: node_id does not match the sender's key (%s)", msg.peer)
             self._reply(msg.route, Nack(alert.alert_id, "node_id_mismatch").to_frames())
+            return
+        try:  # really decoded, within size limits: tablets are served only real images
+            check_jpeg(probe, "jpeg")
+            if ref is not None:
+                check_jpeg(ref, "reference")
+        except AlertFormatError as exc:
+            self._refuse(exc.reason)
+            log.warning("refused alert %s: %s", alert.alert_id, exc)
+            self._reply(msg.route, Nack(alert.alert_id, exc.reason).to_frames())
             return
         if self._heard(alert.node_id, msg.route, now):
             self.bus.publish({"type": "nodes"})
