@@ -407,6 +407,10 @@ def _swap_in(tmp: Path, directory: Path) -> None:
 # ----------------------------------------------------------------------------- read
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _load_header(directory: Path) -> dict[str, Any]:
     """Parse and shape-check the public header; no authentication yet."""
     path = directory / HEADER_FILE
@@ -415,8 +419,9 @@ def _load_header(directory: Path) -> dict[str, Any]:
     try:
         if path.stat().st_size > MAX_HEADER_BYTES:
             raise WatchlistError(f"watchlist {directory} is tampered: header too large")
-        header = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        # NaN/Infinity are not JSON and cannot be MAC'ed canonically: refused like bad JSON
+        header = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError):
         raise WatchlistError(f"not a watchlist: {directory} (header is not JSON)") from None
     except OSError as exc:
         raise WatchlistError(f"cannot read watchlist {directory}: {exc.strerror}") from None
@@ -428,7 +433,8 @@ def _load_header(directory: Path) -> dict[str, Any]:
             f"this node reads version {VERSION}")
     ok = (isinstance(header.get("vault_id"), str) and isinstance(header.get("blobs"), dict)
           and isinstance(header.get("meta"), dict) and isinstance(header.get("mac"), str)
-          and isinstance(header.get("key_check"), str) and header.get("cipher") == CIPHER
+          and isinstance(header.get("key_check"), str) and isinstance(header.get("kdf"), dict)
+          and header.get("cipher") == CIPHER
           and header.get("chunk_size") == CHUNK_SIZE)
     if ok:
         for name, ent in header["blobs"].items():
@@ -523,7 +529,7 @@ def read_meta(dir: Path, key: VaultKey | None = None) -> dict[str, Any]:
     """
     directory = Path(dir)
     header = _open(directory, key)[0] if key is not None else _load_header(directory)
-    kdf = dict(header["kdf"]) if isinstance(header["kdf"], dict) else {}
+    kdf = dict(header["kdf"]) if isinstance(header.get("kdf"), dict) else {}
     kdf.pop("salt", None)
     return {
         "format": header["format"],
