@@ -11,6 +11,12 @@ Known limit: a chain alone cannot show that whole records were cut off *the end*
 file. Record the head hash elsewhere (``edge audit show --tail 1``, a hub, a printout)
 and pass it to ``verify(..., expect_head=...)`` / ``edge audit verify --head`` to close that gap.
 
+Signed logs (``audit.signing_key``): each record also carries ``key`` (the signing key's id,
+inside the hash) and ``sig`` (Ed25519 over the hash, outside it), see :mod:`edge.audit_signing`;
+``verify(..., public_keys=...)`` then catches a rewrite by someone without the private key.
+A torn trailing line (power cut mid-write) is moved aside into a quarantine file at start and
+an ``audit.recovered`` record says so; the chain continues from the last whole record.
+
 The log must never hold biometric data, so :meth:`AuditLog.append` refuses arrays, bytes,
 long numeric lists and long strings (see :func:`check_audit_data`).
 """
@@ -25,20 +31,27 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge.audit_signing import AuditSigner, key_id, public_b64, public_from_b64, verify_signature
 from edge.errors import EdgeError
 
 GENESIS = "0" * 64
 FIELDS = ("seq", "ts", "kind", "data", "prev", "hash")
+SIGNED_FIELDS = ("seq", "ts", "kind", "data", "prev", "key", "hash", "sig")
 MAX_NUMBERS_IN_LIST = 16  # a bbox (4) fits; an embedding (128+) or a 5-point landmark set x2 does not
 MAX_STRING_CHARS = 4096  # room for a note or a path; not for a base64 crop
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+_KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+ROTATED = "audit.key_rotated"  # signed by the old key, names the new one: trust carries over
+NEW_KEY = "audit.key_new"  # a key the previous one did not endorse (it was lost)
+RECOVERED = "audit.recovered"  # a torn trailing line was moved aside at start
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -49,8 +62,8 @@ def canonical_json(obj: Any) -> bytes:
 
 
 def record_hash(record: dict[str, Any]) -> str:
-    """sha256 of the record without its ``hash`` field, as lowercase hex."""
-    body = {k: v for k, v in record.items() if k != "hash"}
+    """sha256 of the record without its ``hash`` (and ``sig``) field, as lowercase hex."""
+    body = {k: v for k, v in record.items() if k not in ("hash", "sig")}
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
@@ -147,8 +160,12 @@ def _parse_record(line: bytes) -> dict[str, Any]:
         rec = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ValueError("line is not valid JSON") from None
-    if not isinstance(rec, dict) or set(rec) != set(FIELDS):
-        raise ValueError("record does not have exactly the fields " + ", ".join(FIELDS))
+    if not isinstance(rec, dict) or set(rec) not in (set(FIELDS), set(SIGNED_FIELDS)):
+        raise ValueError("record does not have exactly the fields " + ", ".join(FIELDS)
+                         + " (+ key, sig when signed)")
+    if "sig" in rec and not (isinstance(rec["key"], str) and _KEY_ID_RE.match(rec["key"])
+                             and isinstance(rec["sig"], str) and len(rec["sig"]) <= 200):
+        raise ValueError("key/sig have the wrong form")
     if not isinstance(rec["seq"], int) or isinstance(rec["seq"], bool):
         raise ValueError("seq is not an integer")
     if not isinstance(rec["ts"], (int, float)) or isinstance(rec["ts"], bool):
@@ -167,10 +184,15 @@ class AuditLog:
     Thread-safe (one lock) and safe against other processes appending to the same file
     (an ``flock`` around each append; the tail is re-read if the file grew meanwhile).
     Each append is written as one line, flushed and fsync'ed before it returns.
+
+    With a ``signer`` every record is signed. A log whose last record is signed refuses an
+    unsigned writer (no silent downgrade); a signer whose key differs from the last record's
+    first writes an ``audit.key_new`` record (rotate with :meth:`rotate` to keep trust).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, signer: AuditSigner | None = None) -> None:
         self.path = Path(path)
+        self._signer = signer
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,11 +203,14 @@ class AuditLog:
             raise EdgeError(f"cannot open audit log {self.path}: {exc.strerror}") from None
         self._seq = 0
         self._prev = GENESIS
+        self._last_key: str | None = None
         self._size = -1
+        self.recovered: tuple[Path, int] | None = None  # (quarantine file, bytes) if torn
         with self._lock:
-            fcntl.flock(self._fd, fcntl.LOCK_SH)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
-                self._load_tail()
+                self._load_tail(recover=True)
+                self._after_open()
             except EdgeError:
                 os.close(self._fd)
                 self._fd = None
@@ -204,17 +229,33 @@ class AuditLog:
         """Sequence number of the last record (0 for an empty log)."""
         return self._seq
 
-    def _load_tail(self) -> None:
+    def _after_open(self) -> None:
+        """Write what opening found: a recovery, a key change. Called with the lock held."""
+        if self._last_key is not None and self._signer is None:
+            raise EdgeError(f"audit log {self.path} is signed (key {self._last_key}); refusing "
+                            "to append unsigned records: set audit.signing_key")
+        if self.recovered is not None:
+            qpath, n = self.recovered
+            self._write({"kind": RECOVERED, "data": {
+                "reason": "torn trailing line (a write cut off, e.g. by a power cut)",
+                "quarantine": qpath.name, "bytes": n, "after_seq": self._seq}})
+        if self._signer is not None and self._last_key != self._signer.key_id and (
+                self._seq > 0):
+            self._write({"kind": NEW_KEY, "data": {
+                "key": self._signer.key_id, "public_key": public_b64(self._signer.public),
+                "previous_key": self._last_key}})
+
+    def _load_tail(self, recover: bool = False) -> None:
         assert self._fd is not None
         size = os.fstat(self._fd).st_size
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            if not recover:
+                raise EdgeError(f"audit log {self.path} ends in a truncated line; "
+                                "refusing to append (restart the node to recover it)")
+            size = self._quarantine_torn_tail(size)
         if size == 0:
-            self._seq, self._prev, self._size = 0, GENESIS, 0
+            self._seq, self._prev, self._size, self._last_key = 0, GENESIS, 0, None
             return
-        if os.pread(self._fd, 1, size - 1) != b"\n":
-            raise EdgeError(
-                f"audit log {self.path} ends in a truncated line; refusing to append "
-                f"(run `edge audit verify {self.path}`)"
-            )
         line = _read_last_line(self._fd, size)
         try:
             rec = _parse_record(line)
@@ -228,6 +269,66 @@ class AuditLog:
                 "refusing to append"
             )
         self._seq, self._prev, self._size = rec["seq"], rec["hash"], size
+        self._last_key = _successor(rec)
+
+    def _quarantine_torn_tail(self, size: int) -> int:
+        """Move the bytes after the last newline into a quarantine file (never deleted: they
+        are evidence), cut the log back to its last whole record; return the new size."""
+        assert self._fd is not None
+        keep = 0
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            idx = os.pread(self._fd, end - start, start).rfind(b"\n")
+            if idx >= 0:
+                keep = start + idx + 1
+                break
+            end = start
+        torn = os.pread(self._fd, size - keep, keep)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        try:
+            for n in range(1, 1000):  # a new file each time: earlier evidence is never replaced
+                qpath = self.path.with_name(f"{self.path.name}.torn-{stamp}-{n}")
+                try:
+                    fd = os.open(qpath, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                                 0o600)
+                    break
+                except FileExistsError:
+                    continue
+            else:
+                raise OSError(0, "too many quarantine files this second")
+            with os.fdopen(fd, "wb") as f:
+                f.write(torn)
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync_dir(self.path.parent)
+            os.ftruncate(self._fd, keep)
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise EdgeError(f"audit log {self.path} ends in a torn line and it cannot be moved "
+                            f"aside: {exc.strerror}") from None
+        self.recovered = (qpath, len(torn))
+        return keep
+
+    def _write(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """Chain, sign, write and fsync one record (lock and flock held)."""
+        assert self._fd is not None
+        out: dict[str, Any] = {"seq": self._seq + 1, "ts": round(time.time(), 6),
+                               "kind": rec["kind"], "data": rec["data"], "prev": self._prev}
+        if self._signer is not None:
+            out["key"] = self._signer.key_id
+        out["hash"] = record_hash(out)
+        if self._signer is not None:
+            out["sig"] = self._signer.sign(out["hash"])
+        line = json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        written = 0
+        while written < len(line):
+            written += os.write(self._fd, line[written:])
+        os.fsync(self._fd)
+        self._seq, self._prev = out["seq"], out["hash"]
+        self._last_key = _successor(out)
+        self._size = os.fstat(self._fd).st_size
+        return out
 
     def append(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
         """Append one record and return it; raises TypeError for data that is not allowed."""
@@ -243,23 +344,18 @@ class AuditLog:
             try:
                 if os.fstat(self._fd).st_size != self._size:
                     self._load_tail()  # another process appended
-                rec: dict[str, Any] = {
-                    "seq": self._seq + 1,
-                    "ts": round(time.time(), 6),
-                    "kind": kind,
-                    "data": data,
-                    "prev": self._prev,
-                }
-                rec["hash"] = record_hash(rec)
-                line = json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-                written = 0
-                while written < len(line):
-                    written += os.write(self._fd, line[written:])
-                os.fsync(self._fd)
-                self._seq, self._prev = rec["seq"], rec["hash"]
-                self._size = os.fstat(self._fd).st_size
+                return self._write({"kind": kind, "data": data})
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def rotate(self, new: AuditSigner) -> dict[str, Any]:
+        """Hand over to ``new``: a record signed by the current key names the new public key,
+        so a verifier that trusts the old key trusts the new one from here on."""
+        if self._signer is None:
+            raise EdgeError(f"audit log {self.path}: rotating needs the current signing key")
+        rec = self.append(ROTATED, {"new_key": new.key_id, "public_key": public_b64(new.public)})
+        with self._lock:
+            self._signer = new
         return rec
 
     def close(self) -> None:
@@ -276,15 +372,39 @@ class AuditLog:
         self.close()
 
 
+def _successor(rec: dict[str, Any]) -> str | None:
+    """The key expected to sign the record after ``rec`` (a rotation names it)."""
+    if rec["kind"] == ROTATED and "sig" in rec and isinstance(rec["data"].get("new_key"), str):
+        return str(rec["data"]["new_key"])
+    return rec.get("key")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class VerifyResult:
-    """Outcome of :func:`verify`. ``first_bad_seq`` is the chain position that broke."""
+    """Outcome of :func:`verify`. ``first_bad_seq`` is the chain position that broke.
+
+    ``signed``/``unsigned`` count records; ``notes`` explain what is not an error but a reader
+    must know (a torn line moved aside, a key change); ``signatures_checked`` is False when
+    no public key was given (then ``signed`` only says records carry a signature).
+    """
 
     ok: bool
     records: int
     error: str | None = None
     first_bad_seq: int | None = None
     head: str = GENESIS
+    signed: int = 0
+    unsigned: int = 0
+    signatures_checked: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
 def iter_records(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -298,42 +418,101 @@ def iter_records(path: Path) -> Iterator[tuple[int, bytes]]:
         raise EdgeError(f"cannot read audit log {path}: {exc.strerror}") from None
 
 
-def verify(path: Path, expect_head: str | None = None) -> VerifyResult:
+def verify(path: Path, expect_head: str | None = None,
+           public_keys: list[Ed25519PublicKey] | None = None) -> VerifyResult:
     """Check every record's hash, sequence and link to its predecessor.
 
     Detects edited, deleted, inserted and reordered records and a truncated last line.
     With ``expect_head`` (a hash recorded elsewhere) also detects records cut off the end.
+    With ``public_keys`` every record from the first signed one on must carry a valid
+    signature by a trusted key; a rotation record signed by a trusted key adds the key it
+    names. So a rewrite by someone without the private key fails, even with hashes recomputed.
     """
+    trusted = {key_id(k): k for k in public_keys or []}
+    checking = public_keys is not None
+    res = VerifyResult(True, 0, signatures_checked=checking)
     prev = GENESIS
-    count = 0
+
+    def fail(why: str, seq: int) -> VerifyResult:
+        res.ok, res.error, res.first_bad_seq, res.head = False, why, seq, prev
+        return res
+
     for lineno, raw in iter_records(Path(path)):
-        expected_seq = count + 1
+        expected_seq = res.records + 1
         if not raw.endswith(b"\n"):
-            return VerifyResult(False, count, f"line {lineno} is truncated (no newline)",
-                                expected_seq, prev)
+            return fail(f"line {lineno} is truncated (no newline; the node moves it aside "
+                        "at its next start)", expected_seq)
         try:
             rec = _parse_record(raw[:-1])
         except ValueError as exc:
-            return VerifyResult(False, count, f"line {lineno}: {exc}", expected_seq, prev)
+            return fail(f"line {lineno}: {exc}", expected_seq)
         if rec["seq"] != expected_seq:
-            return VerifyResult(
-                False, count,
-                f"expected seq {expected_seq} but found seq {rec['seq']} "
-                "(record deleted, inserted or reordered)",
-                expected_seq, prev,
-            )
+            return fail(f"expected seq {expected_seq} but found seq {rec['seq']} "
+                        "(record deleted, inserted or reordered)", expected_seq)
         if rec["prev"] != prev:
-            return VerifyResult(False, count, "prev does not match the previous record's hash",
-                                expected_seq, prev)
+            return fail("prev does not match the previous record's hash", expected_seq)
         if record_hash(rec) != rec["hash"]:
-            return VerifyResult(False, count, "record content does not match its hash "
-                                "(record edited)", expected_seq, prev)
+            return fail("record content does not match its hash (record edited)", expected_seq)
+        if "sig" in rec:
+            res.signed += 1
+            if checking:
+                why = _check_signature(rec, trusted)
+                if why:
+                    return fail(why, expected_seq)
+        else:
+            if res.signed:
+                return fail(f"seq {expected_seq} is unsigned after signed records (signature "
+                            "stripped: rewritten without the key?)", expected_seq)
+            res.unsigned += 1
+        note = _note(rec)
+        if note:
+            res.notes.append(note)
         prev = rec["hash"]
-        count += 1
+        res.records += 1
+    res.head = prev
+    if checking and res.records and not res.signed:
+        return fail("no record is signed (written without audit.signing_key, or rewritten "
+                    "without the key)", 1)
+    if checking and res.unsigned:
+        res.notes.insert(0, f"seq 1-{res.unsigned}: unsigned, written before signing started")
     if expect_head is not None and expect_head != prev:
-        return VerifyResult(False, count, "last record's hash is not the expected head "
-                            "(records cut off the end, or a different log)", count + 1, prev)
-    return VerifyResult(True, count, None, None, prev)
+        return fail("last record's hash is not the expected head (records cut off the end, "
+                    "or a different log)", res.records + 1)
+    return res
+
+
+def _check_signature(rec: dict[str, Any], trusted: dict[str, Ed25519PublicKey]) -> str | None:
+    """Why ``rec``'s signature is not acceptable, or None; learns rotated-to keys."""
+    public = trusted.get(rec["key"])
+    if public is None:
+        if rec["kind"] == NEW_KEY:
+            return (f"signed by key {rec['key']}, which no trusted key endorsed (a new key "
+                    "after a lost one: pass its public key too if that is what happened)")
+        return f"signed by unknown key {rec['key']}"
+    if not verify_signature(public, rec["hash"], rec["sig"]):
+        return "signature does not verify (record rewritten without the signing key)"
+    if rec["kind"] == ROTATED:
+        try:
+            new = public_from_b64(rec["data"].get("public_key"))
+        except (ValueError, TypeError):
+            return "key rotation record carries no valid public key"
+        if key_id(new) != rec["data"].get("new_key"):
+            return "key rotation record's key id does not match its public key"
+        trusted[key_id(new)] = new
+    return None
+
+
+def _note(rec: dict[str, Any]) -> str | None:
+    d = rec["data"]
+    if rec["kind"] == RECOVERED:
+        return (f"seq {rec['seq']}: a torn line after seq {d.get('after_seq')} "
+                f"({d.get('bytes')} bytes) was moved to {d.get('quarantine')}")
+    if rec["kind"] == ROTATED:
+        return f"seq {rec['seq']}: signing key rotated to {d.get('new_key')}"
+    if rec["kind"] == NEW_KEY:
+        return (f"seq {rec['seq']}: new signing key {d.get('key')} not endorsed by "
+                f"{d.get('previous_key') or 'an unsigned log'}")
+    return None
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -132,6 +132,9 @@ class PrivacySection(_Section):
 
 class AuditSection(_Section):
     path: str = "state/audit.jsonl"
+    signing_key: str | None = Field(
+        None, description="Ed25519 private key (edge keys audit) kept outside the state dir; "
+        "set = every record signed")
     ledger_interval_s: float = Field(60.0, gt=0, le=86400)
 
 

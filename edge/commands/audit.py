@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from edge.audit import read_records, verify
+from edge.audit import AuditLog, read_records, verify
+from edge.audit_signing import AuditSigner, load_public_key
 
 
 @click.group()
@@ -23,15 +24,47 @@ def audit() -> None:
 @click.option("--head", "head", metavar="HASH", default=None,
               help="Expected hash of the last record, recorded elsewhere; "
                    "detects records cut off the end.")
-def verify_cmd(file: Path, head: str | None) -> None:
-    """Verify FILE's hash chain; exit 1 if any record was edited, removed or reordered."""
-    result = verify(file, expect_head=head.lower() if head else None)
+@click.option("--public-key", "public_keys", multiple=True, metavar="PEM",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The node's audit.pub: every record must be signed by it (or by a key it "
+                   "rotated to). Repeat for a key that replaced a lost one.")
+def verify_cmd(file: Path, head: str | None, public_keys: tuple[Path, ...]) -> None:
+    """Verify FILE's hash chain (and signatures); exit 1 if any record was edited, removed,
+    reordered or rewritten without the signing key."""
+    keys = [load_public_key(p) for p in public_keys] if public_keys else None
+    result = verify(file, expect_head=head.lower() if head else None, public_keys=keys)
+    for note in result.notes:
+        click.echo(f"note: {note}")
     if result.ok:
-        click.echo(f"OK: {result.records} records, chain intact (head {result.head})")
+        if result.signatures_checked:
+            sig = f"{result.signed} signatures valid"
+        elif result.signed:
+            sig = f"{result.signed} signed, signatures NOT checked (pass --public-key)"
+        else:
+            sig = "unsigned: a chain alone does not stop a rewrite (see docs/SECURITY.md)"
+        click.echo(f"OK: {result.records} records, chain intact, {sig} (head {result.head})")
         return
     click.echo(f"FAILED at seq {result.first_bad_seq}: {result.error}", err=True)
     click.echo(f"({result.records} records verified before the break)", err=True)
     sys.exit(1)
+
+
+@audit.command("rotate-key")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--key", "old_key", required=True, metavar="PEM",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The current signing key (audit.signing_key).")
+@click.option("--new-key", "new_key", required=True, metavar="PEM",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The new key (from `edge keys audit --dir NEWDIR`).")
+def rotate_cmd(file: Path, old_key: Path, new_key: Path) -> None:
+    """Append a record, signed by the current key, that hands over to the new key; then set
+    audit.signing_key to the new key. Stop the node first."""
+    new = AuditSigner.from_file(new_key)
+    with AuditLog(file, AuditSigner.from_file(old_key)) as log:
+        rec = log.rotate(new)
+    click.echo(f"rotated at seq {rec['seq']}: new key {new.key_id}; set audit.signing_key = "
+               f"\"{new_key}\"")
 
 
 @audit.command("show")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from edge.audit_signing import AuditSigner, generate_signing_key
 from edge.hub.tls import DEFAULT_HOSTS, generate_tls, load_cert
 from edge.link.curve_keys import generate_keypair, load_public_key
 
@@ -22,6 +23,7 @@ def keys() -> None:
       copy keys/hub/hub.key       -> each node (alerts.hub_public_key)
     Secret files (*.key_secret) are written with mode 0600; never copy them.
       edge keys tls --dir keys/tls --host HUB_NAME --host HUB_IP   # HTTPS for tablets
+      edge keys audit --dir keys/audit        # signs the node's audit log (audit.signing_key)
     """
 
 
@@ -65,3 +67,21 @@ def tls(directory: Path, hosts: tuple[str, ...], days: int, force: bool) -> None
     click.echo(f"server key:         {files.server_key} (mode 0600)")
     click.echo(f"hosts: {', '.join(hosts or DEFAULT_HOSTS)}; valid until "
                f"{cert.not_valid_after_utc:%Y-%m-%d} UTC")
+
+
+@keys.command("audit")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("keys/audit"), show_default=True, help="Where to write the files.")
+@click.option("--force", is_flag=True, help="Replace an existing key (records it signed then "
+              "verify only with its public key: rotate with `edge audit rotate-key` instead).")
+def audit_key(directory: Path, force: bool) -> None:
+    """Create audit.key (Ed25519 private key, 0600) and audit.pub for the node's audit log.
+
+    \b
+    Node config:   [audit] signing_key = "keys/audit/audit.key"
+    Keep audit.key outside the node's state directory (beside the watchlist key); give
+    audit.pub to whoever verifies:  edge audit verify LOG --public-key audit.pub
+    """
+    priv, pub = generate_signing_key(directory, force=force)
+    click.echo(f"signing key: {priv} (mode 0600, key id {AuditSigner.from_file(priv).key_id})")
+    click.echo(f"public key:  {pub} (for `edge audit verify --public-key`)")

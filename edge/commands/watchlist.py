@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from edge.audit import AuditLog
+from edge.audit_signing import AuditSigner
 from edge.commands.options import check_key_location, key_from_options, key_options, passphrase_prompted
 from edge.config import load_config
 from edge.errors import WatchlistError
@@ -28,10 +29,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 # ----------------------------------------------------------------------------- helpers
 
 
-def _audit(path: Path | None, kind: str, data: dict) -> None:
+def _audit(path: Path | None, key: Path | None, kind: str, data: dict) -> None:
     if path is None:
         return
-    with AuditLog(path) as log:
+    with AuditLog(path, AuditSigner.from_file(key) if key else None) as log:
         log.append(kind, data)
 
 
@@ -176,13 +177,18 @@ def watchlist() -> None:
 @click.option("--replace", is_flag=True, help="Replace a watchlist already at --out.")
 @click.option("--audit", "audit_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Append a watchlist.create record to this audit log.")
+@click.option("--audit-key", "audit_key", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="EDGE_AUDIT_SIGNING_KEY",
+              help="Sign that record with this key (the node's audit.signing_key); needed "
+                   "when the log is signed.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Node config (models to use).")
 @policy_options
 @key_options
 def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: str, start: str, end: str,
                out: Path, auto_destroy_hours: float, allow_rejects: bool, replace: bool,
-               audit_path: Path | None, config: Path | None, min_face_px: float, min_sharpness: float,
+               audit_path: Path | None, audit_key: Path | None, config: Path | None,
+               min_face_px: float, min_sharpness: float,
                max_yaw: float, max_pitch: float, key_file: Path | None, passphrase_env: str | None) -> None:
     """Create a deployment watchlist from reference images and a CSV.
 
@@ -218,7 +224,7 @@ def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: st
     wl = result.watchlist
     info = vault.read_meta(out, key)
     s = wl.stats()
-    _audit(audit_path, "watchlist.create", {
+    _audit(audit_path, audit_key, "watchlist.create", {
         "deployment_id": meta.deployment_id, "authorising_officer": meta.authorising_officer,
         "window_start": lifecycle.fmt_time(meta.window_start),
         "window_end": lifecycle.fmt_time(meta.window_end),
@@ -243,11 +249,16 @@ def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: st
 @click.option("--replace", is_flag=True, help="Replace a watchlist already at --out.")
 @click.option("--audit", "audit_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Append a watchlist.create record to this audit log.")
+@click.option("--audit-key", "audit_key", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="EDGE_AUDIT_SIGNING_KEY",
+              help="Sign that record with this key (the node's audit.signing_key); needed "
+                   "when the log is signed.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Node config (models to use).")
 @policy_options
 @key_options
-def build_cmd(images_dir: Path, out: Path, deployment_id: str, replace: bool, audit_path: Path | None,
+def build_cmd(images_dir: Path, out: Path, deployment_id: str, replace: bool,
+              audit_path: Path | None, audit_key: Path | None,
               config: Path | None, min_face_px: float, min_sharpness: float, max_yaw: float,
               max_pitch: float, key_file: Path | None, passphrase_env: str | None) -> None:
     """Build a development watchlist from IMAGES_DIR with one sub-folder per subject.
@@ -278,7 +289,7 @@ def build_cmd(images_dir: Path, out: Path, deployment_id: str, replace: bool, au
                                   passphrase_env)
     wl = result.watchlist
     s = wl.stats()
-    _audit(audit_path, "watchlist.create", {
+    _audit(audit_path, audit_key, "watchlist.create", {
         "deployment_id": deployment_id, "development": True, "subjects": s["subjects"],
         "entries": s["entries"], "rejected_images": len(result.rejected), "model": meta.model,
         "model_sha256": meta.model_sha256, "index_type": s["index_type"],
@@ -388,8 +399,13 @@ def _destroy(directory: Path, key_file: Path | None) -> tuple[int, int]:
               help="Destroy even if the key cannot open the list (lost passphrase, tampered header).")
 @click.option("--audit", "audit_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Append a watchlist.destroy record to this audit log.")
+@click.option("--audit-key", "audit_key", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="EDGE_AUDIT_SIGNING_KEY",
+              help="Sign that record with this key (the node's audit.signing_key); needed "
+                   "when the log is signed.")
 @key_options
-def destroy_cmd(directory: Path, yes: bool, force: bool, audit_path: Path | None, key_file: Path | None,
+def destroy_cmd(directory: Path, yes: bool, force: bool, audit_path: Path | None,
+                audit_key: Path | None, key_file: Path | None,
                 passphrase_env: str | None) -> None:
     """Crypto-shred a watchlist: its key file and every file are overwritten and removed.
 
@@ -417,7 +433,8 @@ def destroy_cmd(directory: Path, yes: bool, force: bool, audit_path: Path | None
         click.confirm(f"Destroy watchlist {directory} (deployment {dep}){what}? This cannot be undone",
                       abort=True, err=True)
     n, nbytes = _destroy(directory, key_file)
-    _audit(audit_path, "watchlist.destroy", {"deployment_id": dep, "vault_id": vault_id, "reason": "manual",
+    _audit(audit_path, audit_key, "watchlist.destroy", {
+        "deployment_id": dep, "vault_id": vault_id, "reason": "manual",
                                              "files": n, "key_file_shredded": key_file is not None,
                                              "path": str(directory.resolve())})
     click.echo(f"destroyed watchlist {directory} (deployment {dep}): {n} file(s), {nbytes:,} bytes "
@@ -433,8 +450,13 @@ def destroy_cmd(directory: Path, yes: bool, force: bool, audit_path: Path | None
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--audit", "audit_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Append a watchlist.destroy record to this audit log when it destroys.")
+@click.option("--audit-key", "audit_key", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="EDGE_AUDIT_SIGNING_KEY",
+              help="Sign that record with this key (the node's audit.signing_key); needed "
+                   "when the log is signed.")
 @key_options
-def destroy_expired_cmd(directory: Path, audit_path: Path | None, key_file: Path | None,
+def destroy_expired_cmd(directory: Path, audit_path: Path | None, audit_key: Path | None,
+                        key_file: Path | None,
                         passphrase_env: str | None) -> None:
     """Destroy the list if its window ended more than auto-destroy hours ago (max 24 h).
 
@@ -453,7 +475,8 @@ def destroy_expired_cmd(directory: Path, audit_path: Path | None, key_file: Path
     files = sum(1 for p in directory.rglob("*") if p.is_file())
     if lifecycle.destroy_if_due(directory, key_file, time.time(), key=key):
         dep = info["meta"].get("deployment_id", "?")
-        _audit(audit_path, "watchlist.destroy", {"deployment_id": dep, "vault_id": info["vault_id"],
+        _audit(audit_path, audit_key, "watchlist.destroy", {
+            "deployment_id": dep, "vault_id": info["vault_id"],
                                                  "reason": "auto", "files": files,
                                                  "key_file_shredded": key_file is not None,
                                                  "path": str(directory.resolve())})

@@ -17,6 +17,7 @@ from types import FrameType
 
 from edge import hardening
 from edge.audit import AuditLog
+from edge.audit_signing import AuditSigner
 from edge.config import Config
 from edge.errors import ConfigError, EdgeError
 from edge.exporter import Health, MetricsServer, serve_metrics
@@ -108,7 +109,14 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str
     wl.check_window()
     lifecycle.check_model(wl, cfg)  # a list made with another recogniser matches nothing sensibly
 
-    audit = AuditLog(Path(cfg.audit.path))
+    signer = AuditSigner.from_file(Path(cfg.audit.signing_key)) if cfg.audit.signing_key else None
+    audit = AuditLog(Path(cfg.audit.path), signer)
+    if signer is None:
+        notify("[edge] audit log is unsigned: anyone with write access to it can rewrite it "
+               "undetected; set audit.signing_key (edge keys audit)")
+    if audit.recovered is not None:
+        notify(f"[edge] audit log ended in a torn line: {audit.recovered[1]} bytes moved to "
+               f"{audit.recovered[0]}")
     # the metrics endpoint starts before the models load: /healthz answers and /readyz says
     # "models_loaded": false meanwhile (probes see a starting node, not a dead one)
     metrics_server: MetricsServer | None = None

@@ -113,19 +113,38 @@ def test_reordered_records_detected(tmp_path: Path) -> None:
     assert not res.ok and res.first_bad_seq == 4
 
 
-def test_truncated_last_line_detected_and_append_refused(tmp_path: Path) -> None:
+def test_torn_last_line_detected_then_moved_aside_at_start(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     _write(path, 3)
     data = path.read_bytes()
-    path.write_bytes(data[:-10])
+    path.write_bytes(data[:-10])  # a power cut in the middle of writing record 3
     res = verify(path)
     assert not res.ok and res.first_bad_seq == 3 and "truncated" in res.error
-    with pytest.raises(EdgeError, match="truncated"):
-        AuditLog(path)
-    # a whole last line that lost only its newline is refused too (no silent fork)
-    path.write_bytes(data[:-1])
-    with pytest.raises(EdgeError, match="truncated"):
-        AuditLog(path)
+    with AuditLog(path) as log:  # the node starts: recovers, and goes on
+        assert log.recovered is not None
+        qpath, n = log.recovered
+        assert qpath.parent == tmp_path and qpath.read_bytes() == data[:-10].split(b"\n")[-1]
+        assert n == len(qpath.read_bytes()) and (qpath.stat().st_mode & 0o077) == 0
+        log.append("ledger", {"seen": 9})
+    res = verify(path)
+    assert res.ok and res.records == 4, res.error  # 2 whole + recovered + the new one
+    (note,) = res.notes
+    assert f"{n} bytes" in note and qpath.name in note and "after seq 2" in note
+    recs = [json.loads(x) for x in _lines(path)]
+    assert [r["kind"] for r in recs] == ["ledger", "ledger", "audit.recovered", "ledger"]
+    # a whole last line that lost only its newline is moved aside too (no silent fork)
+    path.write_bytes(path.read_bytes()[:-1])
+    with AuditLog(path) as log:
+        assert log.recovered is not None and log.recovered[1] > 100
+    assert verify(path).ok
+    assert len(list(tmp_path.glob("audit.jsonl.torn-*"))) == 2  # evidence is never deleted
+    # a file that is one torn line only
+    solo = tmp_path / "solo.jsonl"
+    solo.write_bytes(b'{"seq":1,"ts"')
+    with AuditLog(solo) as log:
+        assert log.seq == 1 and log.recovered is not None
+    assert verify(solo).ok
+
 
 
 def test_corrupt_last_record_refused_on_open(tmp_path: Path) -> None:
