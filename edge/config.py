@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.errors import ConfigError
+from edge.privacy import TEST_DISABLE_ENV, zeroize_allowed_off
 
 DEFAULT_CONFIG = Path(__file__).parent / "data" / "default.toml"
 
@@ -128,6 +129,14 @@ class PrivacySection(_Section):
     zeroize: bool = True
     lock_memory: bool = True
     ring_size: int = Field(4, ge=2, le=64, description="frame slots in the capture ring")
+
+    @field_validator("zeroize")
+    @classmethod
+    def _zeroize_only_off_in_tests(cls, v: bool) -> bool:
+        # refused here, at load, so it is one config line and not a traceback from the buffers
+        if not v and not zeroize_allowed_off():
+            raise ValueError(f"false is refused: a test-only switch (needs {TEST_DISABLE_ENV}=1)")
+        return v
 
 
 class AuditSection(_Section):

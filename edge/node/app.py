@@ -19,7 +19,7 @@ from edge import hardening
 from edge.audit import AuditLog
 from edge.audit_signing import AuditSigner
 from edge.config import Config
-from edge.errors import ConfigError, EdgeError
+from edge.errors import ConfigError, EdgeError, SourceError
 from edge.exporter import Health, MetricsServer, serve_metrics
 from edge.face.registry import FaceModels, load_face_models
 from edge.link.metrics import LinkMetrics
@@ -30,6 +30,7 @@ from edge.node.metrics import CameraCollector, NodeReadiness, PipelineCollector
 from edge.node.pipeline import Node
 from edge.node.sinks import AlertSink, AuditSink, ConsoleSink
 from edge.node.site import Site
+from edge.node.sources import CaptureSource, FrameSource, ImageFolderSource
 from edge.node.stats import NodeStats
 from edge.watchlist import lifecycle
 from edge.watchlist.index import Watchlist
@@ -186,6 +187,7 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str
     kinds = ", ".join(f"{n} ({site.sources[n].__class__.__name__})" for n in site.nodes)
     notify(f"[edge] node {cfg.node.node_id}, cameras: {kinds}; watchlist "
            f"{wl.meta.deployment_id}: {len(wl.subjects)} subjects; threshold {cfg.match.threshold}")
+    undecodable: list[str] = []
     try:
         stats = site.run(max_frames=req.max_frames)
         for name, st in stats.items():
@@ -193,6 +195,10 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str
             notify(f"[edge] camera {name}: {st.frames} frames, {st.faces_seen} faces seen, "
                    f"{st.alerts} alerts, {st.faces_discarded} discarded; bad frames "
                    f"{src.bad_frames}, reconnects {src.reconnects}")
+            if _is_file_source(site.sources[name]) and st.frames == 0 and not stop.is_set():
+                why = ", ".join(sorted(src.reasons)) or src.reason or "no frame decoded"
+                undecodable.append(f"camera {name}: not one frame could be decoded "
+                                   f"({why}; bad frames {src.bad_frames})")
         notify(f"[edge] {site.stopped_reason}")
         if req.hold_after_end and not stop.is_set():
             print("[edge] holding after end of source", flush=True)
@@ -206,4 +212,11 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str
         audit.close()
     if site.stopped_reason == "watchlist window closed":
         destroy_if_due(req, notify)
+    if undecodable:  # a file that gives nothing is an error, not an empty success
+        raise SourceError("; ".join(undecodable))
     return stats
+
+
+def _is_file_source(src: FrameSource) -> bool:
+    return isinstance(src, ImageFolderSource) or (
+        isinstance(src, CaptureSource) and src.kind == "file")

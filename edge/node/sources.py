@@ -25,7 +25,7 @@ from edge.privacy import FrameRing
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"}
 
 
 @dataclass
@@ -123,11 +123,15 @@ class FrameSource:
 
 
 class ImageFolderSource(FrameSource):
-    """Images of a folder in name order; unreadable files are skipped with a counted reason."""
+    """Images of a folder in name order (or one image file); unreadable files are skipped
+    with a counted reason."""
 
     def __init__(self, folder: str | Path, ring: FrameRing, max_width: int = 1920) -> None:
         super().__init__(ring, max_width)
         self.folder = Path(folder)
+        if self.folder.is_file():  # one still image (VideoCapture would end it "0 frames")
+            self.files = [self.folder]
+            return
         if not self.folder.is_dir():
             raise SourceError(f"image folder not found: {self.folder}")
         self.files = sorted(
@@ -516,7 +520,8 @@ def open_source(
     capture thread, so a camera that is not up yet at start is reported down, not fatal.
     """
     kind = describe(spec)
-    if kind == "folder":
+    if kind == "folder" or (kind == "file" and Path(spec).suffix.lower() in IMAGE_SUFFIXES
+                            and Path(spec).is_file()):
         return ImageFolderSource(spec, ring, max_width)
     return CaptureSource(
         spec, ring, max_width, live, reconnect_initial_s, reconnect_max_s, max_reconnects, options

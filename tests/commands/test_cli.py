@@ -109,6 +109,41 @@ def test_run_missing_video_is_one_line(scene):
         f"error: camera camera-1: video file not found: {tmp / 'nope.mp4'}"
 
 
+def _huge_png(path) -> None:
+    """A small PNG whose header claims 20000 x 20000 px (CRC fixed: a valid header)."""
+    import struct
+    import zlib
+    ok, buf = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    data = bytearray(buf.tobytes())
+    ihdr = data[12:29]  # b"IHDR" + 13 bytes
+    ihdr[4:12] = struct.pack(">II", 20000, 20000)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    path.write_bytes(bytes(data))
+
+
+def test_run_single_image_files(scene, sample_images):
+    tmp, _, make = scene
+    wl, key = make()
+    good = tmp / "one.pgm"  # the classic ORL/AT&T format, greyscale
+    cv2.imwrite(str(good), cv2.cvtColor(cv2.imread(str(sample_images / "t1.jpg")),
+                                        cv2.COLOR_BGR2GRAY))
+    r = edge("run", "--source", str(good), "--watchlist", str(wl), "--key-file", str(key), cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    assert "1 frames" in r.stderr and "ImageFolderSource" in r.stderr
+    garbage = tmp / "garbage.png"
+    garbage.write_bytes(b"\x89PNG not really" * 50)
+    huge = tmp / "huge.png"
+    _huge_png(huge)
+    for bad in (garbage, huge):
+        r = edge("run", "--source", str(bad), "--watchlist", str(wl), "--key-file", str(key),
+                 cwd=tmp)
+        assert r.returncode == 2, (bad, r.stderr)
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: camera camera-1: not one frame could be decoded"), last
+        assert "unreadable image" in last and "Traceback" not in r.stderr
+
+
 def test_run_cameras_of_a_site_config_and_stop_while_one_reconnects(scene):
     """`edge run --config site.toml`: every [[cameras]] entry runs in one process; a camera
     that is never up is retried (and logged lost) while the other alerts; SIGTERM ends the

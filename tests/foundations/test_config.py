@@ -1,3 +1,4 @@
+import os
 import subprocess
 
 import pytest
@@ -70,6 +71,22 @@ def test_zeroize_off_is_refused_without_test_switch(monkeypatch):
     monkeypatch.delenv("EDGE_TEST_DISABLE_ZEROIZE", raising=False)
     with pytest.raises(ValueError, match="test-only"):
         FaceBuffers(4, 128, zeroize=False, lock=False)
+
+
+def test_zeroize_off_in_config_is_one_line_at_load(tmp_path, monkeypatch):
+    monkeypatch.delenv("EDGE_TEST_DISABLE_ZEROIZE", raising=False)
+    p = tmp_path / "c.toml"
+    p.write_text("[privacy]\nzeroize = false\n")
+    with pytest.raises(ConfigError, match="privacy.zeroize.*test-only") as e:
+        load_config(p)
+    assert "\n" not in str(e.value)
+    r = subprocess.run(EDGE + ["run", "--source", "0", "--watchlist", str(tmp_path), "--config", str(p)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                       env={k: v for k, v in os.environ.items() if k != "EDGE_TEST_DISABLE_ZEROIZE"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "privacy.zeroize" in r.stderr
+    monkeypatch.setenv("EDGE_TEST_DISABLE_ZEROIZE", "1")
+    assert load_config(p).privacy.zeroize is False
 
 
 def test_cli_bad_config_exits_2_with_one_line(tmp_path):
