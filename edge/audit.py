@@ -229,6 +229,11 @@ class AuditLog:
         """Sequence number of the last record (0 for an empty log)."""
         return self._seq
 
+    def anchor(self) -> tuple[int, str]:
+        """(seq, hash) of the last record, read together: what a heartbeat anchors at the hub."""
+        with self._lock:
+            return self._seq, self._prev
+
     def _after_open(self) -> None:
         """Write what opening found: a recovery, a key change. Called with the lock held."""
         if self._last_key is not None and self._signer is None:
@@ -419,7 +424,8 @@ def iter_records(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def verify(path: Path, expect_head: str | None = None,
-           public_keys: list[Ed25519PublicKey] | None = None) -> VerifyResult:
+           public_keys: list[Ed25519PublicKey] | None = None,
+           anchor: tuple[int, str] | None = None) -> VerifyResult:
     """Check every record's hash, sequence and link to its predecessor.
 
     Detects edited, deleted, inserted and reordered records and a truncated last line.
@@ -427,6 +433,8 @@ def verify(path: Path, expect_head: str | None = None,
     With ``public_keys`` every record from the first signed one on must carry a valid
     signature by a trusted key; a rotation record signed by a trusted key adds the key it
     names. So a rewrite by someone without the private key fails, even with hashes recomputed.
+    With ``anchor`` (seq, hash) as the hub received it in a heartbeat, the record at that seq
+    must have that hash and the log must reach it: catches truncation and whole rewrites.
     """
     trusted = {key_id(k): k for k in public_keys or []}
     checking = public_keys is not None
@@ -464,12 +472,18 @@ def verify(path: Path, expect_head: str | None = None,
                 return fail(f"seq {expected_seq} is unsigned after signed records (signature "
                             "stripped: rewritten without the key?)", expected_seq)
             res.unsigned += 1
+        if anchor is not None and rec["seq"] == anchor[0] and rec["hash"] != anchor[1]:
+            return fail(f"seq {expected_seq} is not the record the hub anchored (hash "
+                        f"{anchor[1][:16]}…): the log was rewritten", expected_seq)
         note = _note(rec)
         if note:
             res.notes.append(note)
         prev = rec["hash"]
         res.records += 1
     res.head = prev
+    if anchor is not None and res.records < anchor[0]:
+        return fail(f"the hub holds seq {anchor[0]} but the log ends at seq {res.records} "
+                    "(records cut off the end, or an older copy)", res.records + 1)
     if checking and res.records and not res.signed:
         return fail("no record is signed (written without audit.signing_key, or rewritten "
                     "without the key)", 1)

@@ -12,6 +12,7 @@ import click
 
 from edge.audit import AuditLog, read_records, verify
 from edge.audit_signing import AuditSigner, load_public_key
+from edge.errors import EdgeError
 
 
 @click.group()
@@ -28,11 +29,22 @@ def audit() -> None:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The node's audit.pub: every record must be signed by it (or by a key it "
                    "rotated to). Repeat for a key that replaced a lost one.")
-def verify_cmd(file: Path, head: str | None, public_keys: tuple[Path, ...]) -> None:
+@click.option("--anchors", "anchors_file", metavar="JSON",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The hub's `edge hub export-anchors` (or export-record) file: the log must "
+                   "hold the head the hub last received from --node.")
+@click.option("--node", "node_id", default=None, metavar="ID",
+              help="Whose anchor to check (default: the only node in --anchors).")
+def verify_cmd(file: Path, head: str | None, public_keys: tuple[Path, ...],
+               anchors_file: Path | None, node_id: str | None) -> None:
     """Verify FILE's hash chain (and signatures); exit 1 if any record was edited, removed,
     reordered or rewritten without the signing key."""
     keys = [load_public_key(p) for p in public_keys] if public_keys else None
-    result = verify(file, expect_head=head.lower() if head else None, public_keys=keys)
+    anchor = _anchor(anchors_file, node_id) if anchors_file else None
+    result = verify(file, expect_head=head.lower() if head else None, public_keys=keys,
+                    anchor=anchor)
+    if anchor is not None and result.ok:
+        click.echo(f"anchor: the hub's seq {anchor[0]} is in the log, unchanged")
     for note in result.notes:
         click.echo(f"note: {note}")
     if result.ok:
@@ -88,3 +100,22 @@ def show_cmd(file: Path, kind: str | None, tail: int | None, as_json: bool) -> N
         when = datetime.fromtimestamp(rec["ts"], tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         data = json.dumps(rec["data"], ensure_ascii=False, sort_keys=True)
         click.echo(f"{rec['seq']:>6} {when} {rec['kind']:<18} {data}  [{rec['hash'][:12]}]")
+
+
+def _anchor(path: Path, node_id: str | None) -> tuple[int, str]:
+    try:
+        data = json.loads(path.read_text())
+        anchors = data.get("audit_anchors", data.get("anchors"))
+        if not isinstance(anchors, dict):
+            raise ValueError
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        raise EdgeError(f"{path} is not an anchors file (edge hub export-anchors)") from None
+    if node_id is None:
+        if len(anchors) != 1:
+            raise EdgeError(f"{path} holds {len(anchors)} nodes' anchors; pass --node ID")
+        node_id = next(iter(anchors))
+    a = anchors.get(node_id)
+    if not (isinstance(a, dict) and isinstance(a.get("seq"), int)
+            and isinstance(a.get("head"), str)):
+        raise EdgeError(f"{path} has no anchor for node {node_id}")
+    return a["seq"], a["head"].lower()

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -140,9 +141,11 @@ def export_record(ctx: click.Context, config_path: Path | None, out: Path,
     store = HubStore(Path(cfg.store.path))
     try:
         record = store.deployment_record(deployment)
+        anchors = store.audit_anchors()
     finally:
         store.close()
     record["retention_days"] = cfg.retention.days
+    record["audit_anchors"] = anchors
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
@@ -151,3 +154,27 @@ def export_record(ctx: click.Context, config_path: Path | None, out: Path,
     click.echo(f"wrote {out}: faces seen {t['faces_seen']}, alerts {t['alerts']}, "
                f"confirmed {t['confirmed']}, rejected {t['rejected']}, "
                f"no action {t['no_action']}, undecided {t['undecided']}")
+
+
+@hub.command("export-anchors")
+@_config_opt
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="JSON file to write.")
+@click.pass_context
+def export_anchors(ctx: click.Context, config_path: Path | None, out: Path) -> None:
+    """Write the last audit-log head (seq, hash) each node sent, for `edge audit verify
+    --anchors`: a node's log cut short or rewritten after that heartbeat no longer matches."""
+    cfg = _cfg(ctx, config_path)
+    if not Path(cfg.store.path).exists():
+        raise EdgeError(f"hub store not found: {cfg.store.path}")
+    store = HubStore(Path(cfg.store.path))
+    try:
+        anchors = store.audit_anchors()
+    finally:
+        store.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps({"schema": "edge.audit-anchors.v1", "exported_at": time.time(),
+                               "anchors": anchors}, indent=2) + "\n")
+    os.replace(tmp, out)
+    click.echo(f"wrote {out}: anchors of {len(anchors)} node(s)")

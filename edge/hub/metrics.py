@@ -57,6 +57,11 @@ class HubMetrics:
             registry=r,
         )
         self.heartbeats = Counter("edge_hub_heartbeats", "Node heartbeats received", registry=r)
+        self.audit_regressions = Counter(
+            "edge_hub_audit_regressions",
+            "Heartbeats whose audit head goes back from the one the hub holds (log cut or "
+            "rewritten)", ["node_id"], registry=r,
+        )
         self.nodes_online = Gauge("edge_hub_nodes_online", "Nodes heard recently", registry=r)
         self.cameras = Gauge(
             "edge_hub_cameras",

@@ -113,6 +113,7 @@ class Hub:
         self.cameras = CameraBoard(self.metrics)
         self._online: set[str] = set()  # nodes online at the last tick (to log them lost)
         self._refusal_logged: dict[str, float] = {}
+        self._audit_warned: set[tuple[str, str]] = set()  # (node, run): warned once each
         self._next_purge = 0.0
         self.endpoint: str | None = None
         self.stopping = False
@@ -322,6 +323,18 @@ class Hub:
         self.metrics.heartbeats.inc()
         self.store.node_heartbeat(beat.node_id, beat.camera, beat.run_id, beat.counts,
                                   beat.pending, now)
+        if beat.audit is not None:
+            held = self.store.anchor_audit(beat.node_id, beat.run_id, beat.audit.seq,
+                                           beat.audit.head, now)
+            if held is not None:
+                self.metrics.audit_regressions.labels(beat.node_id).inc()
+                if (beat.node_id, beat.run_id) not in self._audit_warned:
+                    if len(self._audit_warned) > 10000:
+                        self._audit_warned.clear()
+                    self._audit_warned.add((beat.node_id, beat.run_id))
+                    log.warning("node %s audit log went back: it reports seq %d, the hub "
+                                "holds seq %d (head %s): cut short, replaced or rewritten",
+                                beat.node_id, beat.audit.seq, held[0], held[1][:16])
         # The board is updated before the ack: what the node was told is received is visible.
         cameras_changed = self.cameras.update(beat.node_id, beat.run_id, beat.cameras, now)
         self._reply(msg.route, HeartbeatAck(beat.sent_at, now).to_frames())

@@ -94,6 +94,22 @@ CARD_FIELDS = (
 )
 
 
+SCHEMA_VERSION = 1
+# user_version -> statements bringing a store of that version to the next. v0: stores written
+# before the schema was versioned (the tables of _SCHEMA). Each step runs in one transaction.
+_MIGRATIONS: dict[int, str] = {
+    0: """
+    CREATE TABLE IF NOT EXISTS audit_anchors(
+        node_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        head TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        received_at REAL NOT NULL
+    );
+    """,
+}
+
+
 class StoreError(EdgeError):
     """The hub database cannot be opened or used."""
 
@@ -119,14 +135,58 @@ class HubStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
+            self._migrate()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open hub store {self.path}: {exc}") from None
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
 
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            self._db.close()
+            raise StoreError(f"hub store {self.path} has schema v{version}, newer than this "
+                             f"edge reads (v{SCHEMA_VERSION}); upgrade edge")
+        while version < SCHEMA_VERSION:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in filter(str.strip, _MIGRATIONS[version].split(";")):
+                    self._db.execute(stmt)
+                self._db.execute(f"PRAGMA user_version={version + 1}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            version += 1
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # -- audit anchors --------------------------------------------------------------------
+
+    def anchor_audit(self, node_id: str, run_id: str, seq: int, head: str,
+                     now: float) -> tuple[int, str] | None:
+        """Keep the newest audit head a node reported. Returns the stored (seq, head) when the
+        report goes back from it (a log cut short, replaced or rewritten), else None."""
+        with self._lock:
+            row = self._db.execute("SELECT seq, head FROM audit_anchors WHERE node_id=?",
+                                   (node_id,)).fetchone()
+            if row is not None and (seq < row["seq"] or (seq == row["seq"]
+                                                          and head != row["head"])):
+                return int(row["seq"]), str(row["head"])
+            self._db.execute(
+                "INSERT INTO audit_anchors(node_id, seq, head, run_id, received_at) "
+                "VALUES(?,?,?,?,?) ON CONFLICT(node_id) DO UPDATE SET seq=excluded.seq, "
+                "head=excluded.head, run_id=excluded.run_id, received_at=excluded.received_at",
+                (node_id, seq, head, run_id, now))
+        return None
+
+    def audit_anchors(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM audit_anchors ORDER BY node_id").fetchall()
+        return {r["node_id"]: {"seq": r["seq"], "head": r["head"], "run_id": r["run_id"],
+                               "received_at": r["received_at"]} for r in rows}
 
     # -- alerts -------------------------------------------------------------------------
 

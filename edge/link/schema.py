@@ -14,7 +14,8 @@ Every message is a list of frames whose frame 0 is its type tag::
     edge.ack.v1            hub -> node  {alert_id, status: stored|duplicate}
     edge.nack.v1           hub -> node  {alert_id, reason}: permanent refusal
     edge.heartbeat.v1      node -> hub  {node_id, camera, run_id, sent_at, pending, counts,
-                                         optional cameras: [camera health objects]}
+                                         optional cameras: [camera health objects],
+                                         optional audit: {seq, head}}
     edge.heartbeat-ack.v1  hub -> node  {sent_at, hub_time}
     edge.decision.v1       hub -> node  {decision_id, alert_id, decision, officer, decided_at}
     edge.decision-ack.v1   node -> hub  {decision_id}
@@ -55,6 +56,7 @@ MAX_CONTROL_BYTES = 16 * 1024
 DECISIONS = ("confirm", "reject", "no_action")
 ACK_STATUSES = ("stored", "duplicate")
 MAX_NAME = 64  # node ids and officer names
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 MAX_REASON = 40  # nack reasons (a metric label on the node)
 MAX_COUNTS = 32  # ledger counts per heartbeat
 MAX_COUNT_NAME = 32
@@ -341,6 +343,14 @@ CAMERA_FIELDS = tuple(f.name for f in fields(CameraHealth))
 
 
 @dataclass(frozen=True)
+class AuditHead:
+    """The last record of a node's audit log: its sequence number and hash."""
+
+    seq: int
+    head: str
+
+
+@dataclass(frozen=True)
 class Heartbeat(_Control):
     """Node -> hub, every interval: liveness, outbox backlog, ledger counts, camera health."""
 
@@ -353,13 +363,18 @@ class Heartbeat(_Control):
     pending: int
     counts: dict[str, int]
     cameras: tuple[CameraHealth, ...] = ()
+    # (seq, hash) of the node's audit log head: anchored off the node, so a log cut short or
+    # rewritten after this heartbeat no longer matches what the hub holds
+    audit: AuditHead | None = None
 
     def to_frames(self) -> list[bytes]:
-        """[tag, JSON]; without cameras the body is byte-for-byte the pre-cameras heartbeat."""
+        """[tag, JSON]; without cameras/audit the body is byte-for-byte the older heartbeat."""
         body = asdict(self)
         body["cameras"] = [asdict(c) for c in self.cameras]
         if not self.cameras:
             del body["cameras"]
+        if self.audit is None:
+            del body["audit"]
         return control(self.TAG, body)
 
 
@@ -488,7 +503,17 @@ def parse_heartbeat(frames: Sequence[bytes]) -> Heartbeat:
     if not isinstance(pending, int) or isinstance(pending, bool):
         pending = 0  # informational only: a bad value is not worth refusing the heartbeat
     cameras = _parse_cameras(body.get("cameras", []))
-    return Heartbeat(node_id, camera, run_id, body["sent_at"], pending, counts, cameras)
+    return Heartbeat(node_id, camera, run_id, body["sent_at"], pending, counts, cameras,
+                     _parse_audit_head(body.get("audit")))
+
+
+def _parse_audit_head(value: object) -> AuditHead | None:
+    if value is None:
+        return None
+    if not (isinstance(value, dict) and set(value) == {"seq", "head"} and _is_count(value["seq"])
+            and isinstance(value["head"], str) and _HEX64.match(value["head"])):
+        raise MessageError("field", "bad audit head in heartbeat")
+    return AuditHead(value["seq"], value["head"])
 
 
 def parse_decision(frames: Sequence[bytes]) -> Decision:

@@ -46,6 +46,7 @@ from edge.link.schema import (
     NACK,
     Ack,
     Alert,
+    AuditHead,
     CameraHealth,
     Decision,
     DecisionAck,
@@ -95,6 +96,7 @@ class AuditRecorder(Protocol):
 
 CountsProvider = Callable[[], Mapping[str, object]]
 HealthProvider = Callable[[], Sequence[CameraHealth]]
+AuditHeadProvider = Callable[[], tuple[int, str]]  # (seq, hash) of the audit log's last record
 
 _SHORT_TEXT = 60  # label/reason length kept when a heartbeat would not fit MAX_CONTROL_BYTES
 
@@ -161,6 +163,7 @@ class OutboxSender(ABC):
         max_in_flight: int = 64,
         counts: CountsProvider | None = None,
         health: HealthProvider | None = None,
+        audit_head: AuditHeadProvider | None = None,
     ) -> None:
         self.outbox_path = Path(outbox_path)
         self.node_id = node_id
@@ -175,6 +178,7 @@ class OutboxSender(ABC):
         self.run_id = uuid.uuid4().hex
         self.counts_provider = counts  # called at each heartbeat; alternative to set_counts()
         self.health_provider = health  # called at each heartbeat: every camera's health
+        self.audit_head_provider = audit_head  # called at each heartbeat: anchored at the hub
         self._health_warned: set[str] = set()  # each kind of bad health entry is logged once
         self._outbox: Outbox | None = None
         self._thread: threading.Thread | None = None
@@ -354,8 +358,20 @@ class OutboxSender(ABC):
             pending=self._outbox.pending() if self._outbox else 0,
             counts=counts,
             cameras=self._cameras(),
+            audit=self._audit_head(),
         )
         return self._transmit(self._fit(beat))
+
+    def _audit_head(self) -> AuditHead | None:
+        if self.audit_head_provider is None:
+            return None
+        try:
+            seq, head = self.audit_head_provider()
+        except Exception:  # never stop heartbeats over it
+            log.exception("audit head provider failed; heartbeats go on without it")
+            self.audit_head_provider = None
+            return None
+        return AuditHead(seq, head)
 
     def _health_warning(self, kind: str, message: str, *args: object) -> None:
         if kind not in self._health_warned:

@@ -15,7 +15,13 @@ from pathlib import Path
 import zmq
 
 from edge.link.metrics import LinkMetrics
-from edge.link.sender import AuditRecorder, CountsProvider, HealthProvider, OutboxSender
+from edge.link.sender import (
+    AuditHeadProvider,
+    AuditRecorder,
+    CountsProvider,
+    HealthProvider,
+    OutboxSender,
+)
 from edge.link.zeromq import CurveConfig, node_socket
 
 
@@ -38,12 +44,13 @@ class ZmqSender(OutboxSender):
         max_in_flight: int = 64,
         counts: CountsProvider | None = None,
         health: HealthProvider | None = None,
+        audit_head: AuditHeadProvider | None = None,
     ) -> None:
         super().__init__(
             outbox_path, node_id, audit, metrics, hub=endpoint, camera=camera,
             ack_timeout=ack_timeout, max_backoff=max_backoff,
             heartbeat_interval=heartbeat_interval, max_in_flight=max_in_flight, counts=counts,
-            health=health,
+            health=health, audit_head=audit_head,
         )
         self.endpoint = endpoint
         self.curve = curve

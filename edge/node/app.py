@@ -164,7 +164,7 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str
     names = ", ".join(spec.name for spec in specs)
     sender = ZmqSender(Path(cfg.alerts.outbox), cfg.alerts.endpoint, cfg.node.node_id, curve,
                        audit=audit, metrics=link_metrics, camera=names[:128],
-                       counts=site.totals, health=site.health)
+                       counts=site.totals, health=site.health, audit_head=audit.anchor)
     sender.start()
     readiness.hub_connected = lambda: sender.hub_connected
     site.sinks.append(sender)
