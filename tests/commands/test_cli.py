@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -78,6 +79,17 @@ def test_run_alerts_on_enrolled_person_only(scene):
     assert (tmp / "state" / "audit.jsonl").exists()
     v = edge("audit", "verify", str(tmp / "state" / "audit.jsonl"))
     assert v.returncode == 0 and "OK" in v.stdout
+
+
+def test_example_deployment_config_starts_as_given(scene):
+    tmp, clip, make = scene
+    wl, key = make()
+    cfg = Path(__file__).resolve().parents[2] / "config" / "example-deployment.toml"
+    r = edge("run", "--source", str(clip), "--watchlist", str(wl), "--key-file", str(key),
+             "--config", str(cfg), cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    assert "node westminster-entrance-a" in r.stderr and "source ended" in r.stderr
+    assert (tmp / "state" / "audit.jsonl").exists() and (tmp / "state" / "outbox.sqlite").exists()
 
 
 def test_run_refuses_expired_watchlist(scene):
