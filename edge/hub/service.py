@@ -114,6 +114,8 @@ class Hub:
         self._online: set[str] = set()  # nodes online at the last tick (to log them lost)
         self._refusal_logged: dict[str, float] = {}
         self._audit_warned: set[tuple[str, str]] = set()  # (node, run): warned once each
+        # node -> (when, why) of its clean stop; cleared by its next ordinary heartbeat
+        self._stopped: dict[str, tuple[float, str]] = {}
         self._next_purge = 0.0
         self.endpoint: str | None = None
         self.stopping = False
@@ -180,13 +182,17 @@ class Hub:
         out = []
         for name in sorted(names):
             last = seen.get(name, 0.0)
-            online = bool(last) and now - last <= lost_after
+            stopped = self._stopped.get(name)
+            online = bool(last) and now - last <= lost_after and stopped is None
             out.append(
                 {
                     "node_id": name,
                     "camera": cams.get(name, ""),
                     "last_seen": last or None,
                     "online": online,
+                    # a clean stop the node announced: shown as stopped, never as lost
+                    "stopped": ({"at": stopped[0], "reason": stopped[1]}
+                                if stopped is not None else None),
                     "cameras": self.cameras.cameras(name, online, last or None, now),
                 }
             )
@@ -194,7 +200,8 @@ class Hub:
 
     def _is_online(self, node_id: str, now: float) -> bool:
         last = self._last_seen.get(node_id, 0.0)
-        return bool(last) and now - last <= self.cfg.ui.node_lost_after_s
+        return (bool(last) and now - last <= self.cfg.ui.node_lost_after_s
+                and node_id not in self._stopped)
 
     def purge(self, now: float | None = None) -> dict[str, int]:
         """Apply the retention policy now (also runs periodically)."""
@@ -219,8 +226,9 @@ class Hub:
     def tick(self, now: float) -> None:
         online = {n for n in self._last_seen if self._is_online(n, now)}
         for node_id in sorted(self._online - online):
-            log.warning("node %s lost: not heard for %.0f s", node_id,
-                        now - self._last_seen.get(node_id, now))
+            if node_id not in self._stopped:
+                log.warning("node %s lost: not heard for %.0f s", node_id,
+                            now - self._last_seen.get(node_id, now))
             self.cameras.node_lost(node_id)
         self._online = online
         self.metrics.nodes_online.set(len(online))
@@ -319,7 +327,14 @@ class Hub:
                               f"the sender's key ({msg.peer})")
             return
         now = time.time()
-        newly_online = self._heard(beat.node_id, msg.route, now)
+        if beat.stopping is not None:
+            if beat.node_id not in self._stopped:
+                log.info("node %s stopped: %s", beat.node_id, beat.stopping or "no reason given")
+            self._stopped[beat.node_id] = (now, beat.stopping)
+            self.bus.publish({"type": "nodes"})
+        was_stopped = self._stopped.pop(beat.node_id, None) if beat.stopping is None else None
+        newly_online = self._heard(beat.node_id, msg.route, now) or was_stopped is not None
+        newly_online = newly_online and beat.stopping is None
         self.metrics.heartbeats.inc()
         self.store.node_heartbeat(beat.node_id, beat.camera, beat.run_id, beat.counts,
                                   beat.pending, now)

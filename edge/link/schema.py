@@ -15,7 +15,8 @@ Every message is a list of frames whose frame 0 is its type tag::
     edge.nack.v1           hub -> node  {alert_id, reason}: permanent refusal
     edge.heartbeat.v1      node -> hub  {node_id, camera, run_id, sent_at, pending, counts,
                                          optional cameras: [camera health objects],
-                                         optional audit: {seq, head}}
+                                         optional audit: {seq, head},
+                                         optional stopping: why (last beat of a clean stop)}
     edge.heartbeat-ack.v1  hub -> node  {sent_at, hub_time}
     edge.decision.v1       hub -> node  {decision_id, alert_id, decision, officer, decided_at}
     edge.decision-ack.v1   node -> hub  {decision_id}
@@ -366,15 +367,17 @@ class Heartbeat(_Control):
     # (seq, hash) of the node's audit log head: anchored off the node, so a log cut short or
     # rewritten after this heartbeat no longer matches what the hub holds
     audit: AuditHead | None = None
+    # set on the last heartbeat of a clean stop, with why ("source ended", "signal"): the hub
+    # then shows the node stopped, not lost
+    stopping: str | None = None
 
     def to_frames(self) -> list[bytes]:
-        """[tag, JSON]; without cameras/audit the body is byte-for-byte the older heartbeat."""
+        """[tag, JSON]; without cameras/audit/stopping the body is the older heartbeat's."""
         body = asdict(self)
         body["cameras"] = [asdict(c) for c in self.cameras]
-        if not self.cameras:
-            del body["cameras"]
-        if self.audit is None:
-            del body["audit"]
+        for key in ("cameras", "audit", "stopping"):
+            if not body[key] and body[key] != "":
+                del body[key]
         return control(self.TAG, body)
 
 
@@ -503,8 +506,12 @@ def parse_heartbeat(frames: Sequence[bytes]) -> Heartbeat:
     if not isinstance(pending, int) or isinstance(pending, bool):
         pending = 0  # informational only: a bad value is not worth refusing the heartbeat
     cameras = _parse_cameras(body.get("cameras", []))
+    stopping = body.get("stopping")
+    if stopping is not None and not (isinstance(stopping, str)
+                                     and len(stopping) <= MAX_CAMERA_REASON):
+        raise MessageError("field", "bad stopping in heartbeat")
     return Heartbeat(node_id, camera, run_id, body["sent_at"], pending, counts, cameras,
-                     _parse_audit_head(body.get("audit")))
+                     _parse_audit_head(body.get("audit")), stopping)
 
 
 def _parse_audit_head(value: object) -> AuditHead | None:

@@ -83,8 +83,9 @@ class Sender(Protocol):
         """True while the hub answers."""
         ...
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Give pending alerts up to ``timeout`` s to be acked, then stop (the rest stays)."""
+    def close(self, timeout: float = 5.0, reason: str | None = "stopped") -> None:
+        """Give pending alerts up to ``timeout`` s to be acked, then stop (the rest stays);
+        the hub is told the node stopped, and why."""
         ...
 
 
@@ -179,6 +180,7 @@ class OutboxSender(ABC):
         self.counts_provider = counts  # called at each heartbeat; alternative to set_counts()
         self.health_provider = health  # called at each heartbeat: every camera's health
         self.audit_head_provider = audit_head  # called at each heartbeat: anchored at the hub
+        self._stop_reason: str | None = None  # set by close(): the last heartbeat says so
         self._health_warned: set[str] = set()  # each kind of bad health entry is logged once
         self._outbox: Outbox | None = None
         self._thread: threading.Thread | None = None
@@ -269,11 +271,16 @@ class OutboxSender(ABC):
         with self._counts_lock:
             self._counts = clean
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Give pending alerts up to ``timeout`` s to be acked, then stop (the rest stays)."""
+    def close(self, timeout: float = 5.0, reason: str | None = "stopped") -> None:
+        """Give pending alerts up to ``timeout`` s to be acked, then stop (the rest stays).
+
+        The sender thread's last act is a heartbeat with ``stopping=reason``, so the hub shows
+        this node stopped (cleanly) rather than lost; ``reason=None`` sends none (as a crash).
+        """
         if self._closed:
             return
         self._closed = True
+        self._stop_reason = reason[:MAX_CAMERA_REASON] if reason is not None else None
         if self._thread is not None:
             deadline = time.monotonic() + max(0.0, timeout)
             while self.pending() and time.monotonic() < deadline:
@@ -325,8 +332,19 @@ class OutboxSender(ABC):
                     self._handle(frames)
         except Exception:  # never let the thread die silently; alerts stay in the outbox
             log.exception("alert sender thread failed; undelivered alerts remain in the outbox")
+        else:
+            if self._stop_reason is not None:
+                self._goodbye()
         finally:
             self._close_link()
+
+    def _goodbye(self) -> None:
+        """One last heartbeat saying the node stops; best effort (the hub may be away)."""
+        try:
+            beat = self._beat(time.time())
+            self._transmit(self._fit(dataclasses.replace(beat, stopping=self._stop_reason)))
+        except Exception:
+            log.debug("stop heartbeat not sent", exc_info=True)
 
     def _send_due(self, outbox: Outbox, now: float) -> bool:
         """Send due alerts; True if the link would block (no hub connection yet)."""
@@ -348,9 +366,12 @@ class OutboxSender(ABC):
             except Exception:  # counts are informational; never stop heartbeats over them
                 log.exception("ledger counts provider failed")
                 self.counts_provider = None
+        return self._transmit(self._fit(self._beat(now)))
+
+    def _beat(self, now: float) -> Heartbeat:
         with self._counts_lock:
             counts = dict(self._counts)
-        beat = Heartbeat(
+        return Heartbeat(
             node_id=self.node_id,
             camera=self.camera,
             run_id=self.run_id,
@@ -360,7 +381,6 @@ class OutboxSender(ABC):
             cameras=self._cameras(),
             audit=self._audit_head(),
         )
-        return self._transmit(self._fit(beat))
 
     def _audit_head(self) -> AuditHead | None:
         if self.audit_head_provider is None:

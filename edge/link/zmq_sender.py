@@ -107,15 +107,16 @@ class ZmqSender(OutboxSender):
 
     def _close_link(self) -> None:
         if self._sock is not None:
-            self._sock.close(0)
+            # a moment for the stop heartbeat queued last to leave; never longer
+            self._sock.close(linger=300 if self._stop_reason is not None else 0)
             self._sock = None
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0, reason: str | None = "stopped") -> None:
         """Stop delivering (see :meth:`OutboxSender.close`), then release the wake-up pipe."""
-        super().close(timeout)
+        super().close(timeout, reason)
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)

@@ -206,7 +206,8 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str
                 health.tick()
     finally:
         audit.append("node.stop", {"reason": site.stopped_reason or "error", **site.totals()})
-        sender.close(timeout=1.0)  # what is not acked stays in the outbox for the next start
+        # what is not acked stays in the outbox for the next start; the hub hears we stopped
+        sender.close(timeout=1.0, reason=site.stopped_reason or "error")
         if metrics_server is not None:
             metrics_server.close()
         audit.close()

@@ -422,7 +422,7 @@ def test_node_lost_shows_in_status(tmp_path: Path, hub: RunningHub) -> None:
         wait_for(lambda: [n for n in c.get("/api/nodes").json()["nodes"]
                           if n["node_id"] == "node-9" and n["online"]], what="node online")
     finally:
-        s.close(0)
+        s.close(0, reason=None)  # gone without a stop heartbeat, as a crash
     (n,) = wait_for(lambda: [n for n in c.get("/api/nodes").json()["nodes"]
                              if n["node_id"] == "node-9" and not n["online"]],
                     timeout=6, what="node reported lost")

@@ -65,7 +65,7 @@ def test_down_then_up_then_node_lost(tmp_path: Path, caplog) -> None:
         assert metric(reg, "edge_hub_cameras", {"state": "up"}) == 2
         assert metric(reg, "edge_hub_cameras", {"state": "down"}) == 0
     finally:
-        s.close(0)
+        s.close(0, reason=None)  # gone without a stop heartbeat, as a crash
     c = wait_for(lambda: (c := _camera(h, "n1", "entrance-a")) and c["state"] != "up" and c,
                  timeout=6, what="camera not up once its node is lost")
     assert c["state"] == "unknown" and c["reported_state"] == "up"

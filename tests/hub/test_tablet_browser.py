@@ -365,3 +365,40 @@ def test_tablet_over_https_trusting_only_the_hub_cert(tmp_path: Path, browser) -
         sender.close(0)
         h.close()
         audit.close()
+
+
+def test_stopped_node_is_a_note_lost_is_a_banner_duplicates_once(tmp_path: Path, browser) -> None:
+    """A node that stopped cleanly is a quiet "stopped" note with its reason; one that went
+    silent is "lost"; two cameras raising the very same message show it once."""
+    from edge.link.schema import CameraHealth
+
+    h = RunningHub(hub_config(tmp_path, **{"ui.node_lost_after_s": 1}))
+    twin = [CameraHealth(name, "Gate", "down", 0.0, 5.0, 0, 10, "no signal")
+            for name in ("gate-1", "gate-2")]
+    calm = ZmqSender(tmp_path / "a.sqlite", h.endpoint, "node-calm", None, None,
+                     camera="Bridge", heartbeat_interval=0.3).start()
+    gone = ZmqSender(tmp_path / "b.sqlite", h.endpoint, "node-gone", None, None,
+                     camera="Yard", heartbeat_interval=0.3, health=lambda: twin).start()
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True)
+    page = ctx.new_page()
+    try:
+        sign_in(page, h.url)
+        page.wait_for_selector('#banners .banner.camera[data-node="node-gone"]', timeout=10000)
+        assert page.locator('#banners .banner.camera').count() == 1  # the twin message once
+        assert "Camera down: Gate" in page.locator("#banners").inner_text()
+        calm.close(0, reason="source ended")
+        gone.close(0, reason=None)  # as a crash: no stop heartbeat
+        page.wait_for_selector('#banners .banner.stopped[data-node="node-calm"]', timeout=10000)
+        note = page.locator('#banners .banner.stopped').inner_text()
+        assert note.startswith("Camera node stopped: Bridge (node-calm) at ") and \
+            "(source ended)" in note, note
+        assert "note" in (page.locator('#banners .banner.stopped').get_attribute("class") or "")
+        wait_for(lambda: "Camera node lost: Yard (node-gone)" in
+                 page.locator("#banners").inner_text(), timeout=10, what="lost banner")
+        text = page.locator("#banners").inner_text()
+        assert "Camera node lost: Bridge" not in text and text.count("Camera node lost") == 1
+    finally:
+        ctx.close()
+        calm.close(0)
+        gone.close(0)
+        h.close()

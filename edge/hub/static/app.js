@@ -326,7 +326,14 @@ function renderBanners() {
   const items = [];
   if (!state.hubOk) items.push(["banner", "Connection to the hub lost — reconnecting… New alerts will not appear until it is back."]);
   if (state.hubOk) {
-    const lost = state.nodes.filter((n) => !n.online);
+    // a node that said it stopped is a quiet note with when and why; only silence is "lost"
+    for (const n of state.nodes.filter((x) => !x.online && x.stopped)) {
+      const label = (n.camera ? n.camera + " (" + n.node_id + ")" : n.node_id);
+      items.push(["banner note stopped", "Camera node stopped: " + label + " at " + fmtTime(n.stopped.at)
+        + " (" + (n.stopped.reason || "stopped") + "). No alerts from it until it starts again.",
+        { node: n.node_id, camera: "", state: "stopped" }]);
+    }
+    const lost = state.nodes.filter((n) => !n.online && !n.stopped);
     for (const n of lost) {
       const label = (n.camera ? n.camera + " (" + n.node_id + ")" : n.node_id);
       const when = n.last_seen ? "last heard " + fmtTime(n.last_seen) + ", " + ago(n.last_seen) : "not heard since the hub started";
@@ -342,11 +349,14 @@ function renderBanners() {
     }
     if (!state.nodes.length) items.push(["banner warn", "No camera node has connected yet."]);
   }
-  const key = JSON.stringify(items);
+  // the same message once, however many sources raise it (two nodes naming one camera...)
+  const seen = new Set();
+  const unique = items.filter((it) => !seen.has(it[1]) && seen.add(it[1]));
+  const key = JSON.stringify(unique);
   if (box.dataset.key === key) return;
   box.dataset.key = key;
   box.textContent = "";
-  for (const [cls, text, cam] of items) {
+  for (const [cls, text, cam] of unique) {
     const d = document.createElement("div");
     d.className = cls;
     d.textContent = text;
