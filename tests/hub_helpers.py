@@ -27,13 +27,15 @@ def free_port() -> int:
 
 
 def hub_config(tmp: Path, **over: Any) -> HubConfig:
-    """A hub config in ``tmp`` (random ZeroMQ port unless zmq.bind is given)."""
+    """A hub config in ``tmp`` (random ZeroMQ port unless zmq.bind is given); decisions are
+    final at once (``ui.undo_s`` 0) unless a test asks for an undo window."""
     o: dict[str, Any] = {
         "zmq.bind": "tcp://127.0.0.1:0",
         "store.path": str(tmp / "hub" / "hub.sqlite"),
         "store.officers_file": str(tmp / "hub" / "officers.json"),
         "metrics.port": 0,
         "ui.node_lost_after_s": 2,
+        "ui.undo_s": 0,
     }
     o.update(over)
     return load_hub_config(None, o)

@@ -140,6 +140,8 @@ def export_record(ctx: click.Context, config_path: Path | None, out: Path,
         raise EdgeError(f"hub store not found: {cfg.store.path}")
     store = HubStore(Path(cfg.store.path))
     try:
+        # decisions whose undo window has passed count as final even with the hub stopped
+        store.finalize_due(time.time(), cfg.retention.purge_rejected_probe)
         record = store.deployment_record(deployment)
         anchors = store.audit_anchors()
     finally:

@@ -69,6 +69,8 @@ class RetentionSection(_Section):
 
 class UiSection(_Section):
     node_lost_after_s: float = Field(5.0, ge=1, le=3600)
+    undo_s: float = Field(10.0, ge=0, le=60, description="a decision can be undone this long "
+                          "before it is final, counted and sent to the node")
     expected_nodes: list[str] = Field(default_factory=list)
 
 

@@ -78,6 +78,9 @@ class HubMetrics:
         self.decisions = Counter(
             "edge_hub_decisions", "Officer decisions", ["decision"], registry=r
         )
+        self.outcomes = Counter(
+            "edge_hub_outcomes", "Outcomes recorded after decisions", ["outcome"], registry=r
+        )
         self.decisions_refused = Counter(
             "edge_hub_decisions_refused", "Decision requests refused", ["reason"], registry=r
         )

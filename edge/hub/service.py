@@ -95,6 +95,9 @@ def card_event(card: dict[str, Any]) -> dict[str, Any]:
     out["reference_url"] = (
         f"/api/alerts/{aid}/reference.jpg" if card.get("has_reference") else None
     )
+    # a decision not final yet can be undone until this (hub clock)
+    out["undo_until"] = (card.get("final_at") if card.get("decision") and not card.get("finalized")
+                         else None)
     return out
 
 
@@ -150,21 +153,50 @@ class Hub:
     # -- used by the web app ------------------------------------------------------------
 
     def decide(self, alert_id: str, decision: str, officer: str) -> tuple[str, dict[str, Any] | None]:
-        """Record an officer's decision and queue it for the node; ("ok"|..., card)."""
+        """Record an officer's decision; final (counted, sent to the node) after ``ui.undo_s``."""
         assert self.store is not None
         if decision not in DECISIONS:
             raise ValueError("decision must be one of " + ", ".join(DECISIONS))
         now = time.time()
         status, card = self.store.decide(
-            alert_id, decision, officer, now, self.cfg.retention.purge_rejected_probe
+            alert_id, decision, officer, now, self.cfg.retention.purge_rejected_probe,
+            undo_s=self.cfg.ui.undo_s,
         )
         if status == "ok" and card is not None:
-            self.metrics.decisions.labels(decision).inc()
-            self.metrics.decision_latency.observe(max(0.0, now - card["received_at"]))
+            self.bus.publish({"type": "decision", "card": card_event(card)})
+            if card["finalized"]:
+                self._finalized([card])
+        return status, card
+
+    def undo(self, alert_id: str, officer: str) -> tuple[str, dict[str, Any] | None]:
+        """Take a decision back inside its undo window (see HubStore.undo for the statuses)."""
+        assert self.store is not None
+        status, card = self.store.undo(alert_id, officer, time.time())
+        if status == "ok" and card is not None:
+            log.info("officer %s undid the decision on alert %s", officer, alert_id)
+            self.bus.publish({"type": "decision", "card": card_event(card)})
+        return status, card
+
+    def set_outcome(self, alert_id: str, outcome: str, officer: str
+                    ) -> tuple[str, dict[str, Any] | None]:
+        assert self.store is not None
+        status, card = self.store.set_outcome(alert_id, outcome, officer, time.time())
+        if status == "ok" and card is not None:
+            self.metrics.outcomes.labels(outcome).inc()
             self.bus.publish({"type": "decision", "card": card_event(card)})
             if self._router is not None:
                 self._router.wake()
         return status, card
+
+    def _finalized(self, cards: list[dict[str, Any]]) -> None:
+        """Decisions whose undo window closed: count them, tell tablets, release to nodes."""
+        for card in cards:
+            self.metrics.decisions.labels(card["decision"]).inc()
+            self.metrics.decision_latency.observe(
+                max(0.0, card["decision_at"] - card["received_at"]))
+            self.bus.publish({"type": "decision", "card": card_event(card)})
+        if cards and self._router is not None:
+            self._router.wake()
 
     def node_status(self) -> list[dict[str, Any]]:
         """Every known node: heard within ``node_lost_after_s``? and its cameras' health.
@@ -233,6 +265,8 @@ class Hub:
         self._online = online
         self.metrics.nodes_online.set(len(online))
         self.cameras.update_metrics(lambda n: n in online)
+        if self.store is not None:
+            self._finalized(self.store.finalize_due(now, self.cfg.retention.purge_rejected_probe))
         if now >= self._next_purge:
             self._next_purge = now + self.cfg.retention.purge_interval_s
             try:
@@ -375,6 +409,8 @@ class Hub:
             return
         if self.store.mark_decision_delivered(ack.decision_id, msg.peer):
             self.metrics.decisions_delivered.inc()
+        else:  # an outcome's message is acked by its id the same way
+            self.store.mark_outcome_delivered(ack.decision_id, msg.peer)
 
     def _push_decisions(self, node_id: str | None = None, only_new: bool = False) -> None:
         """Send decisions not yet acked by their node (re-sent at most every 2 s)."""
@@ -389,3 +425,11 @@ class Hub:
                                 d["decision_at"])
             if self._reply(route, decision.to_frames()):
                 self.store.mark_decision_sent(d["decision_id"], now)
+        for o in self.store.undelivered_outcomes(node_id, sent_before=sent_before):
+            route = self._routes.get(o["node_id"])
+            if route is None:
+                continue
+            msg = Decision(o["outcome_id"], o["alert_id"], o["decision"], o["outcome_officer"],
+                           o["outcome_at"], outcome=o["outcome"])
+            if self._reply(route, msg.to_frames()):
+                self.store.mark_outcome_sent(o["outcome_id"], now)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import EdgeError
-from edge.link.schema import DECISIONS, Alert
+from edge.link.schema import DECISIONS, OUTCOMES, Alert
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts(
@@ -91,10 +91,11 @@ CARD_FIELDS = (
     "alert_id", "node_id", "camera", "deployment_id", "track_id", "subject_id", "display_name",
     "category", "score", "threshold", "captured_at", "decided_at", "frame_index", "bbox",
     "reference_image_id", "received_at", "decision", "officer", "decision_at",
+    "final_at", "finalized", "outcome", "outcome_at",
 )
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # user_version -> statements bringing a store of that version to the next. v0: stores written
 # before the schema was versioned (the tables of _SCHEMA). Each step runs in one transaction.
 _MIGRATIONS: dict[int, str] = {
@@ -106,6 +107,20 @@ _MIGRATIONS: dict[int, str] = {
         run_id TEXT NOT NULL,
         received_at REAL NOT NULL
     );
+    """,
+    # v2: a decision stays undoable until final_at; outcomes after a decision, counted in stats
+    1: """
+    ALTER TABLE alerts ADD COLUMN final_at REAL;
+    ALTER TABLE alerts ADD COLUMN finalized INTEGER NOT NULL DEFAULT 0;
+    UPDATE alerts SET final_at=decision_at, finalized=1 WHERE decision IS NOT NULL;
+    ALTER TABLE alerts ADD COLUMN outcome TEXT;
+    ALTER TABLE alerts ADD COLUMN outcome_at REAL;
+    ALTER TABLE alerts ADD COLUMN outcome_id TEXT;
+    ALTER TABLE alerts ADD COLUMN outcome_officer TEXT;
+    ALTER TABLE alerts ADD COLUMN outcome_delivered INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE alerts ADD COLUMN outcome_sent_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE stats ADD COLUMN outcomes TEXT NOT NULL DEFAULT '{}';
+    CREATE INDEX IF NOT EXISTS alerts_pending_final ON alerts(finalized, final_at)
     """,
 }
 
@@ -271,20 +286,22 @@ class HubStore:
     # -- decisions ----------------------------------------------------------------------
 
     def decide(
-        self, alert_id: str, decision: str, officer: str, now: float, purge_probe: bool
+        self, alert_id: str, decision: str, officer: str, now: float, purge_probe: bool,
+        undo_s: float = 0.0,
     ) -> tuple[str, dict[str, Any] | None]:
-        """Record the first decision on an alert: ("ok"|"not_found"|"already", card)."""
-        if decision not in DECISIONS:  # also a column name below
+        """Record the first decision on an alert: ("ok"|"not_found"|"already", card).
+
+        It stays undoable for ``undo_s``: only :meth:`finalize_due` counts it, purges a
+        rejected probe and releases it to the node.
+        """
+        if decision not in DECISIONS:
             raise ValueError("bad decision value")
         did = uuid.uuid4().hex
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute(
-                    "SELECT node_id, camera, deployment_id, decision FROM alerts"
-                    " WHERE alert_id=?",
-                    (alert_id,),
-                ).fetchone()
+                    "SELECT decision FROM alerts WHERE alert_id=?", (alert_id,)).fetchone()
                 if row is None:
                     self._db.execute("ROLLBACK")
                     return "not_found", None
@@ -293,22 +310,140 @@ class HubStore:
                     return "already", self.get_alert(alert_id)
                 self._db.execute(
                     "UPDATE alerts SET decision=?, officer=?, decision_at=?, decision_id=?,"
-                    " decision_delivered=0, decision_sent_at=0 WHERE alert_id=?",
-                    (decision, officer, now, did, alert_id),
+                    " decision_delivered=0, decision_sent_at=0, final_at=?, finalized=0"
+                    " WHERE alert_id=?",
+                    (decision, officer, now, did, now + max(0.0, undo_s), alert_id),
                 )
-                if decision == "reject" and purge_probe:
-                    # A false alert: the probe shows someone who is not the subject.
-                    self._db.execute("UPDATE alerts SET probe=NULL WHERE alert_id=?", (alert_id,))
-                self._db.execute(
-                    f"UPDATE stats SET {decision}={decision}+1"
-                    " WHERE node_id=? AND camera=? AND deployment_id=?",
-                    (row["node_id"], row["camera"], row["deployment_id"]),
-                )
+                if undo_s <= 0:
+                    self._finalize(alert_id, purge_probe)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
         return "ok", self.get_alert(alert_id)
+
+    def undo(self, alert_id: str, officer: str, now: float
+             ) -> tuple[str, dict[str, Any] | None]:
+        """Take back a decision inside its undo window: ("ok"|"not_found"|"not_decided"|
+        "final"|"not_yours", card). Only the officer who decided may undo it."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT decision, officer, finalized, final_at FROM alerts WHERE alert_id=?",
+                    (alert_id,)).fetchone()
+                status = ("not_found" if row is None else "not_decided" if row["decision"] is None
+                          else "final" if row["finalized"] or now >= row["final_at"]
+                          else "not_yours" if row["officer"] != officer else "ok")
+                if status == "ok":
+                    self._db.execute(
+                        "UPDATE alerts SET decision=NULL, officer=NULL, decision_at=NULL,"
+                        " decision_id=NULL, final_at=NULL WHERE alert_id=?", (alert_id,))
+                self._db.execute("COMMIT" if status == "ok" else "ROLLBACK")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return status, self.get_alert(alert_id) if row is not None else None
+
+    def finalize_due(self, now: float, purge_probe: bool) -> list[dict[str, Any]]:
+        """Make every decision whose undo window has passed final; returns their cards."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute(
+                "SELECT alert_id FROM alerts WHERE decision IS NOT NULL AND finalized=0"
+                " AND final_at<=?", (now,))]
+            if not ids:
+                return []
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for aid in ids:
+                    self._finalize(aid, purge_probe)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return [c for c in (self.get_alert(a) for a in ids) if c is not None]
+
+    def _finalize(self, alert_id: str, purge_probe: bool) -> None:
+        """Count a decision and apply its consequences (inside the caller's transaction)."""
+        row = self._db.execute(
+            "SELECT node_id, camera, deployment_id, decision FROM alerts WHERE alert_id=?",
+            (alert_id,)).fetchone()
+        decision = row["decision"]
+        if decision not in DECISIONS:  # also a column name below
+            raise ValueError("bad decision value")
+        self._db.execute("UPDATE alerts SET finalized=1 WHERE alert_id=?", (alert_id,))
+        if decision == "reject" and purge_probe:
+            # A false alert: the probe shows someone who is not the subject.
+            self._db.execute("UPDATE alerts SET probe=NULL WHERE alert_id=?", (alert_id,))
+        self._db.execute(
+            f"UPDATE stats SET {decision}={decision}+1"
+            " WHERE node_id=? AND camera=? AND deployment_id=?",
+            (row["node_id"], row["camera"], row["deployment_id"]),
+        )
+
+    def set_outcome(self, alert_id: str, outcome: str, officer: str, now: float
+                    ) -> tuple[str, dict[str, Any] | None]:
+        """Record what happened after a final decision, once: ("ok"|"not_found"|"not_final"|
+        "already", card). Counted in the deployment record, sent to the node's audit log."""
+        if outcome not in OUTCOMES:
+            raise ValueError("bad outcome value")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT node_id, camera, deployment_id, finalized, outcome FROM alerts"
+                    " WHERE alert_id=?", (alert_id,)).fetchone()
+                status = ("not_found" if row is None else "not_final" if not row["finalized"]
+                          else "already" if row["outcome"] is not None else "ok")
+                if status != "ok":
+                    self._db.execute("ROLLBACK")
+                    return status, self.get_alert(alert_id) if row is not None else None
+                self._db.execute(
+                    "UPDATE alerts SET outcome=?, outcome_at=?, outcome_id=?, outcome_officer=?,"
+                    " outcome_delivered=0, outcome_sent_at=0 WHERE alert_id=?",
+                    (outcome, now, uuid.uuid4().hex, officer, alert_id))
+                key = (row["node_id"], row["camera"], row["deployment_id"])
+                st = self._db.execute(
+                    "SELECT outcomes FROM stats WHERE node_id=? AND camera=? AND deployment_id=?",
+                    key).fetchone()
+                counts = json.loads(st["outcomes"]) if st is not None else {}
+                counts[outcome] = counts.get(outcome, 0) + 1
+                self._db.execute(
+                    "UPDATE stats SET outcomes=? WHERE node_id=? AND camera=? AND deployment_id=?",
+                    (json.dumps(counts, sort_keys=True), *key))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return "ok", self.get_alert(alert_id)
+
+    def undelivered_outcomes(self, node_id: str | None = None, sent_before: float | None = None
+                             ) -> list[dict[str, Any]]:
+        q = ("SELECT outcome_id, alert_id, node_id, decision, outcome, outcome_officer, outcome_at"
+             " FROM alerts WHERE outcome IS NOT NULL AND outcome_delivered=0")
+        args: list[Any] = []
+        if node_id is not None:
+            q += " AND node_id=?"
+            args.append(node_id)
+        if sent_before is not None:
+            q += " AND outcome_sent_at<=?"
+            args.append(sent_before)
+        with self._lock:
+            return [dict(r) for r in self._db.execute(q, args).fetchall()]
+
+    def mark_outcome_sent(self, outcome_id: str, now: float) -> None:
+        with self._lock:
+            self._db.execute("UPDATE alerts SET outcome_sent_at=? WHERE outcome_id=?",
+                             (now, outcome_id))
+
+    def mark_outcome_delivered(self, outcome_id: str, node_id: str | None = None) -> bool:
+        q = "UPDATE alerts SET outcome_delivered=1 WHERE outcome_id=? AND outcome_delivered=0"
+        args: list[Any] = [outcome_id]
+        if node_id is not None:
+            q += " AND node_id=?"
+            args.append(node_id)
+        with self._lock:
+            return self._db.execute(q, args).rowcount == 1
 
     def undelivered_decisions(
         self, node_id: str | None = None, sent_before: float | None = None
@@ -316,7 +451,7 @@ class HubStore:
         """Decisions the node has not acked yet (optionally not sent since ``sent_before``)."""
         q = (
             "SELECT decision_id, alert_id, node_id, decision, officer, decision_at FROM alerts"
-            " WHERE decision IS NOT NULL AND decision_delivered=0"
+            " WHERE decision IS NOT NULL AND finalized=1 AND decision_delivered=0"
         )
         args: list[Any] = []
         if node_id is not None:

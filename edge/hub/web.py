@@ -33,7 +33,7 @@ from edge.hub.config import HubConfig
 from edge.hub.metrics import hub_health
 from edge.hub.service import Hub, card_event
 from edge.hub.tls import check_tls, is_loopback_host
-from edge.link.schema import DECISIONS, is_id
+from edge.link.schema import DECISIONS, OUTCOMES, is_id
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,8 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.get("/api/me")
     def me(request: Request) -> dict[str, Any]:
-        return {"officer": require(request), "node_lost_after_s": cfg.ui.node_lost_after_s}
+        return {"officer": require(request), "node_lost_after_s": cfg.ui.node_lost_after_s,
+                "undo_s": cfg.ui.undo_s, "outcomes": list(OUTCOMES), "server_time": time.time()}
 
     @app.get("/api/alerts")
     def list_alerts(request: Request, open_only: bool = False, limit: int = 100
@@ -253,6 +254,61 @@ def create_app(hub: Hub) -> FastAPI:
             return JSONResponse({"status": "already_decided", "card": card_event(card or {})
                                  if card else None}, status_code=409)
         log.info("officer %s: %s on alert %s", officer, decision, alert_id)
+        return JSONResponse({"status": "ok", "card": card_event(card) if card else None})
+
+    async def checked_body(request: Request, alert_id: str) -> tuple[str, dict[str, Any]]:
+        """(officer, JSON object body) of a state-changing request, or the HTTP refusal."""
+        officer = await run_in_threadpool(require, request)
+        if request.headers.get("x-edge-request") != "1":
+            hub.metrics.decisions_refused.labels("csrf").inc()
+            raise HTTPException(status_code=403, detail="missing request header")
+        if not is_id(alert_id):
+            hub.metrics.decisions_refused.labels("not_found").inc()
+            raise HTTPException(status_code=404)
+        body = await request.body()
+        try:
+            data = json.loads(body) if 0 < len(body) <= 1024 else {}
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        if not isinstance(data, dict):
+            hub.metrics.decisions_refused.labels("bad_value").inc()
+            raise HTTPException(status_code=400, detail="body must be a JSON object")
+        return officer, data
+
+    @app.post("/api/alerts/{alert_id}/undo")
+    async def undo(alert_id: str, request: Request) -> Response:
+        officer, _ = await checked_body(request, alert_id)
+        status, card = await run_in_threadpool(hub.undo, alert_id, officer)
+        if status in ("not_found", "not_decided"):
+            hub.metrics.decisions_refused.labels("not_found").inc()
+            raise HTTPException(status_code=404, detail="no decision to undo")
+        if status in ("final", "not_yours"):
+            hub.metrics.decisions_refused.labels("undo_" + status).inc()
+            detail = ("too late: the decision is final" if status == "final"
+                      else "only the officer who decided can undo it")
+            return JSONResponse({"status": status, "detail": detail,
+                                 "card": card_event(card) if card else None}, status_code=409)
+        return JSONResponse({"status": "ok", "card": card_event(card) if card else None})
+
+    @app.post("/api/alerts/{alert_id}/outcome")
+    async def outcome(alert_id: str, request: Request) -> Response:
+        officer, data = await checked_body(request, alert_id)
+        value = data.get("outcome")
+        if not isinstance(value, str) or value not in OUTCOMES:
+            hub.metrics.decisions_refused.labels("bad_value").inc()
+            raise HTTPException(status_code=400, detail="outcome must be one of "
+                                + ", ".join(OUTCOMES))
+        status, card = await run_in_threadpool(hub.set_outcome, alert_id, value, officer)
+        if status == "not_found":
+            hub.metrics.decisions_refused.labels("not_found").inc()
+            raise HTTPException(status_code=404)
+        if status in ("not_final", "already"):
+            hub.metrics.decisions_refused.labels("outcome_" + status).inc()
+            detail = ("the decision is not final yet (undo window)" if status == "not_final"
+                      else "an outcome is already recorded")
+            return JSONResponse({"status": status, "detail": detail,
+                                 "card": card_event(card) if card else None}, status_code=409)
+        log.info("officer %s: outcome %s on alert %s", officer, value, alert_id)
         return JSONResponse({"status": "ok", "card": card_event(card) if card else None})
 
     @app.get("/api/nodes")

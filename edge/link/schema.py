@@ -18,7 +18,8 @@ Every message is a list of frames whose frame 0 is its type tag::
                                          optional audit: {seq, head},
                                          optional stopping: why (last beat of a clean stop)}
     edge.heartbeat-ack.v1  hub -> node  {sent_at, hub_time}
-    edge.decision.v1       hub -> node  {decision_id, alert_id, decision, officer, decided_at}
+    edge.decision.v1       hub -> node  {decision_id, alert_id, decision, officer, decided_at,
+                                         optional outcome (a later message, its own id)}
     edge.decision-ack.v1   node -> hub  {decision_id}
 
 Control bodies are one compact JSON object (<= 16 KiB). Each has a dataclass here that
@@ -55,6 +56,9 @@ DECISION = b"edge.decision.v1"
 DECISION_ACK = b"edge.decision-ack.v1"
 MAX_CONTROL_BYTES = 16 * 1024
 DECISIONS = ("confirm", "reject", "no_action")
+# What happened after a decision, from a fixed list: never free text (it could carry personal
+# data of the person stopped or of bystanders into the audit log and the published record).
+OUTCOMES = ("spoken_to", "arrested", "wrong_person", "no_further_action", "other")
 ACK_STATUSES = ("stored", "duplicate")
 MAX_NAME = 64  # node ids and officer names
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -400,6 +404,15 @@ class Decision(_Control):
     decision: str
     officer: str
     decided_at: float
+    # set on the later message that carries the outcome (its own decision_id, the same
+    # decision); without it the body is the older decision message byte for byte
+    outcome: str | None = None
+
+    def to_frames(self) -> list[bytes]:
+        body = asdict(self)
+        if self.outcome is None:
+            del body["outcome"]
+        return control(self.TAG, body)
 
 
 @dataclass(frozen=True)
@@ -541,7 +554,10 @@ def parse_decision(frames: Sequence[bytes]) -> Decision:
         raise MessageError("field", "bad officer")
     if isinstance(decided_at, bool) or not isinstance(decided_at, (int, float)):
         raise MessageError("field", "bad decided_at")
-    return Decision(did, aid, decision, officer, float(decided_at))
+    outcome = body.get("outcome")
+    if outcome is not None and outcome not in OUTCOMES:
+        raise MessageError("decision", "bad outcome value")
+    return Decision(did, aid, decision, officer, float(decided_at), outcome)
 
 
 def parse_decision_ack(frames: Sequence[bytes]) -> DecisionAck:

@@ -529,13 +529,17 @@ class OutboxSender(ABC):
                 "officer": decision.officer,
                 "decided_at": decision.decided_at,
             }
+            kind = "decision"
+            if decision.outcome is not None:
+                kind = "decision.outcome"
+                record["outcome"] = decision.outcome
             if self.audit is not None:
-                self.audit.append("decision", record)  # raises -> not acked -> hub resends
+                self.audit.append(kind, record)  # raises -> not acked -> hub resends
             else:
                 log.info("decision %s on alert %s by %s (no audit log)",
                          decision.decision, decision.alert_id, decision.officer)
             self._outbox.mark_decision(decision.decision_id)
-            if self.metrics is not None:
+            if self.metrics is not None and decision.outcome is None:
                 self.metrics.decisions_received.labels(decision.decision).inc()
         # Not taken now (link busy or down): the hub re-sends the decision until acked.
         self._transmit(DecisionAck(decision.decision_id).to_frames())

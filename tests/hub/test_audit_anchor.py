@@ -123,16 +123,27 @@ def test_a_head_that_goes_back_is_counted_logged_once_and_not_taken(tmp_path: Pa
 
 
 def test_hub_store_schema_versioned_and_migrated(tmp_path: Path) -> None:
+    from edge.hub.store import _SCHEMA
+
     path = tmp_path / "hub.sqlite"
-    HubStore(path).close()
-    with sqlite3.connect(path) as c:  # as a store written before versioning
-        c.execute("DROP TABLE audit_anchors")
+    with sqlite3.connect(path) as c:  # a store as written before the schema was versioned
+        c.executescript(_SCHEMA)
         c.execute("INSERT INTO nodes(node_id, camera, last_seen) VALUES('n1', 'c', 1.0)")
-        c.execute("PRAGMA user_version=0")
+        c.execute("INSERT INTO alerts(alert_id, node_id, camera, deployment_id, track_id, "
+                  "subject_id, display_name, category, score, threshold, captured_at, "
+                  "decided_at, frame_index, bbox, reference_image_id, received_at, decision, "
+                  "officer, decision_at, decision_id) VALUES ('" + "a" * 32 + "', 'n1', 'c', "
+                  "'d', 1, 's', 'S', 'x', 0.7, 0.6, 1.0, 1.0, 0, '[1,2,3,4]', 's/0', 1.0, "
+                  "'confirm', 'pc1', 2.0, '" + "b" * 32 + "')")
+        assert c.execute("PRAGMA user_version").fetchone()[0] == 0
     s = HubStore(path)
-    assert s._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert s._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     assert [n["node_id"] for n in s.nodes()] == ["n1"]  # data kept
-    assert s.anchor_audit("n1", RUN, 1, "e" * 64, 2.0) is None
+    card = s.get_alert("a" * 32)
+    assert card["decision"] == "confirm" and card["finalized"] == 1 and card["final_at"] == 2.0
+    assert [d["decision_id"] for d in s.undelivered_decisions()] == ["b" * 32]
+    assert s.anchor_audit("n1", RUN, 1, "e" * 64, 2.0) is None  # v1's table
+    assert s.set_outcome("a" * 32, "spoken_to", "pc1", 3.0)[0] == "ok"  # v2's columns
     s.close()
     with sqlite3.connect(path) as c:
         c.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")

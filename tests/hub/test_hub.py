@@ -372,7 +372,7 @@ def test_retention_period_configurable_lower_only(tmp_path: Path) -> None:
 def test_export_record_cli_counts_faces_from_heartbeats(tmp_path: Path) -> None:
     cfg_path = tmp_path / "hub.toml"
     _write_hub_toml(cfg_path, tmp_path, free_port(), free_port())
-    cfg = load_hub_config(cfg_path, {"zmq.bind": "tcp://127.0.0.1:0"})
+    cfg = load_hub_config(cfg_path, {"zmq.bind": "tcp://127.0.0.1:0", "ui.undo_s": 0})
     h = RunningHub(cfg)
     try:
         with ZmqSender(tmp_path / "o.sqlite", h.endpoint, "node-1", None, None,
