@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.errors import ConfigError
-from edge.privacy import TEST_DISABLE_ENV, zeroize_allowed_off
+from edge.switches import TEST_DISABLE_ENV, zeroize_allowed_off
 
 DEFAULT_CONFIG = Path(__file__).parent / "data" / "default.toml"
 

@@ -15,7 +15,6 @@ exists only so the memory-scan test has a positive control.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,18 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.hardening import alloc_locked
+from edge.switches import TEST_DISABLE_ENV, zeroize_allowed_off
 
 log = logging.getLogger(__name__)
 
 CROP_SIZE = 112
-TEST_DISABLE_ENV = "EDGE_TEST_DISABLE_ZEROIZE"
-
-
-def zeroize_allowed_off() -> bool:
-    """True only when the test-only switch is set in the environment."""
-    return os.environ.get(TEST_DISABLE_ENV) == "1"
-
-
 @dataclass
 class LockReport:
     """What could and could not be locked in RAM, for the start-up report."""

@@ -128,14 +128,20 @@ def remove_officer_cmd(ctx: click.Context, name: str, config_path: Path | None) 
 
 @hub.command("export-record")
 @_config_opt
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="JSON file to write.")
+@click.option("--out", "outs", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              multiple=True, help="File to write: .json, .csv (one row per camera + totals) or "
+              ".html (one-page report with a chart). Repeat for several formats.")
 @click.option("--deployment", default=None, help="Only this deployment id's alert counts.")
 @click.pass_context
-def export_record(ctx: click.Context, config_path: Path | None, out: Path,
+def export_record(ctx: click.Context, config_path: Path | None, outs: tuple[Path, ...],
                   deployment: str | None) -> None:
-    """Write the deployment record: faces seen, alerts, confirmed, rejected, per camera."""
+    """Write the publishable deployment record: date and window, cameras, deployment id and
+    authorising officer, watchlist size, faces seen, alerts, decisions, outcomes and the
+    false-alert rate. Counts only: no images, no names of anyone matched or passing."""
     cfg = _cfg(ctx, config_path)
+    for out in outs:
+        if out.suffix.lower() not in (".json", ".csv", ".html"):
+            raise EdgeError(f"--out {out}: the name must end in .json, .csv or .html")
     if not Path(cfg.store.path).exists():
         raise EdgeError(f"hub store not found: {cfg.store.path}")
     store = HubStore(Path(cfg.store.path))
@@ -148,12 +154,21 @@ def export_record(ctx: click.Context, config_path: Path | None, out: Path,
         store.close()
     record["retention_days"] = cfg.retention.days
     record["audit_anchors"] = anchors
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, out)
+    # here, not at the top: the report's matplotlib is for this offline command only, never
+    # loaded into the running hub (`edge hub` imports this module too)
+    from edge.report.record import to_csv, to_html
+
+    for out in outs:
+        kind = out.suffix.lower()
+        text = (json.dumps(record, indent=2) + "\n" if kind == ".json"
+                else to_csv(record) if kind == ".csv" else to_html(record))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out)
+        click.echo(f"wrote {out}")
     t = record["totals"]
-    click.echo(f"wrote {out}: faces seen {t['faces_seen']}, alerts {t['alerts']}, "
+    click.echo(f"faces seen {t['faces_seen']}, alerts {t['alerts']}, "
                f"confirmed {t['confirmed']}, rejected {t['rejected']}, "
                f"no action {t['no_action']}, undecided {t['undecided']}")
 

@@ -372,6 +372,8 @@ class Hub:
         self.metrics.heartbeats.inc()
         self.store.node_heartbeat(beat.node_id, beat.camera, beat.run_id, beat.counts,
                                   beat.pending, now)
+        if beat.deployment is not None:
+            self.store.note_deployment(beat.node_id, beat.camera, beat.deployment, now)
         if beat.audit is not None:
             held = self.store.anchor_audit(beat.node_id, beat.run_id, beat.audit.seq,
                                            beat.audit.head, now)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import EdgeError
-from edge.link.schema import DECISIONS, OUTCOMES, Alert
+from edge.link.schema import DECISIONS, OUTCOMES, Alert, DeploymentInfo
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts(
@@ -120,9 +120,32 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE alerts ADD COLUMN outcome_delivered INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE alerts ADD COLUMN outcome_sent_at REAL NOT NULL DEFAULT 0;
     ALTER TABLE stats ADD COLUMN outcomes TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE IF NOT EXISTS deployments(
+        deployment_id TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        camera TEXT NOT NULL,
+        authorising_officer TEXT NOT NULL,
+        window_start REAL NOT NULL,
+        window_end REAL NOT NULL,
+        watchlist_size INTEGER NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        PRIMARY KEY(deployment_id, node_id)
+    );
     CREATE INDEX IF NOT EXISTS alerts_pending_final ON alerts(finalized, final_at)
     """,
 }
+
+
+def false_alert_rates(c: dict[str, Any]) -> dict[str, Any]:
+    """False alerts per face seen (and as 1 in N) and as a share of decided alerts."""
+    seen, rejected = c["faces_seen"], c["rejected"]
+    decided = c["confirmed"] + c["rejected"] + c["no_action"]
+    return {
+        "false_alert_rate": rejected / seen if seen else None,
+        "false_alert_one_in": round(seen / rejected) if rejected else None,
+        "false_alert_share": rejected / decided if decided else None,
+    }
 
 
 class StoreError(EdgeError):
@@ -196,6 +219,19 @@ class HubStore:
                 "head=excluded.head, run_id=excluded.run_id, received_at=excluded.received_at",
                 (node_id, seq, head, run_id, now))
         return None
+
+    def note_deployment(self, node_id: str, camera: str, info: DeploymentInfo, now: float) -> None:
+        """What a node's heartbeat says about its deployment (for the published record)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO deployments(deployment_id, node_id, camera, authorising_officer,"
+                " window_start, window_end, watchlist_size, first_seen, last_seen)"
+                " VALUES(?,?,?,?,?,?,?,?,?) ON CONFLICT(deployment_id, node_id) DO UPDATE SET"
+                " camera=excluded.camera, authorising_officer=excluded.authorising_officer,"
+                " window_start=excluded.window_start, window_end=excluded.window_end,"
+                " watchlist_size=excluded.watchlist_size, last_seen=excluded.last_seen",
+                (info.deployment_id, node_id, camera, info.authorising_officer,
+                 info.window_start, info.window_end, info.watchlist_size, now, now))
 
     def audit_anchors(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -562,6 +598,10 @@ class HubStore:
                 args = (deployment_id,)
             stats = [dict(r) for r in self._db.execute(q, args)]
             runs = [dict(r) for r in self._db.execute("SELECT * FROM node_runs")]
+            dq = "SELECT * FROM deployments"
+            deps = [dict(r) for r in self._db.execute(
+                dq + (" WHERE deployment_id=?" if deployment_id is not None else "")
+                + " ORDER BY deployment_id, node_id", args)]
         cams: dict[tuple[str, str], dict[str, Any]] = {}
 
         def cam(node_id: str, camera: str) -> dict[str, Any]:
@@ -570,7 +610,7 @@ class HubStore:
                 {
                     "node_id": node_id, "camera": camera, "deployment_ids": [],
                     "alerts": 0, "confirmed": 0, "rejected": 0, "no_action": 0,
-                    "undecided": 0, "node_counts": {}, "node_runs": 0,
+                    "undecided": 0, "outcomes": {}, "node_counts": {}, "node_runs": 0,
                     "first_alert": None, "last_alert": None,
                 },
             )
@@ -583,6 +623,8 @@ class HubStore:
             c["confirmed"] += s["confirm"]
             c["rejected"] += s["reject"]
             c["no_action"] += s["no_action"]
+            for k, v in json.loads(s["outcomes"] or "{}").items():
+                c["outcomes"][k] = c["outcomes"].get(k, 0) + int(v)
             for k, fn in (("first_alert", min), ("last_alert", max)):
                 if s[k] is not None:
                     c[k] = s[k] if c[k] is None else fn(c[k], s[k])
@@ -595,19 +637,37 @@ class HubStore:
         per_camera = sorted(cams.values(), key=lambda c: (c["node_id"], c["camera"]))
         totals: dict[str, Any] = {"faces_seen": 0, "alerts": 0, "confirmed": 0, "rejected": 0,
                                   "no_action": 0, "undecided": 0}
+        outcomes: dict[str, int] = {}
         for c in per_camera:
             c["undecided"] = c["alerts"] - c["confirmed"] - c["rejected"] - c["no_action"]
             c["faces_seen"] = c["node_counts"].get("faces_seen", 0)
+            c.update(false_alert_rates(c))
             for k in totals:
                 totals[k] += c[k]
+            for k, v in c["outcomes"].items():
+                outcomes[k] = outcomes.get(k, 0) + v
+        totals.update(false_alert_rates(totals))
+        totals["outcomes"] = outcomes
+        window = [d for d in deps if d["window_end"] > 0]
         return {
-            "schema": "edge.deployment-record.v1",
+            "schema": "edge.deployment-record.v2",
             "generated_at": time.time(),
             "deployment_id": deployment_id,
+            "deployments": [
+                {k: d[k] for k in ("deployment_id", "node_id", "camera", "authorising_officer",
+                                   "window_start", "window_end", "watchlist_size",
+                                   "first_seen", "last_seen")} for d in deps],
+            "window": ({"start": min(d["window_start"] for d in window),
+                        "end": max(d["window_end"] for d in window)} if window else None),
+            "watchlist_size": max((d["watchlist_size"] for d in deps), default=None),
             "totals": totals,
             "per_camera": per_camera,
             "notes": (
                 "faces_seen comes from the nodes' deletion-ledger counts sent with heartbeats "
-                "(summed over node runs); alert counts are kept after alerts are purged."
+                "(summed over node runs); alert counts are kept after alerts are purged. "
+                "false_alert_rate = rejected alerts / faces seen (false alerts per face that "
+                "passed the camera, the figure forces publish as 1 in N); "
+                "false_alert_share = rejected / decided alerts. Undecided alerts count in "
+                "neither. Outcomes are recorded by officers after a final decision."
             ),
         }

@@ -16,7 +16,9 @@ Every message is a list of frames whose frame 0 is its type tag::
     edge.heartbeat.v1      node -> hub  {node_id, camera, run_id, sent_at, pending, counts,
                                          optional cameras: [camera health objects],
                                          optional audit: {seq, head},
-                                         optional stopping: why (last beat of a clean stop)}
+                                         optional stopping: why (last beat of a clean stop),
+                                         optional deployment: {deployment_id, authorising_officer,
+                                         window_start, window_end, watchlist_size}}
     edge.heartbeat-ack.v1  hub -> node  {sent_at, hub_time}
     edge.decision.v1       hub -> node  {decision_id, alert_id, decision, officer, decided_at,
                                          optional outcome (a later message, its own id)}
@@ -356,6 +358,18 @@ class AuditHead:
 
 
 @dataclass(frozen=True)
+class DeploymentInfo:
+    """What the node's watchlist says about its deployment (no one's face or name on it):
+    the published deployment record needs it and the hub has no other source."""
+
+    deployment_id: str
+    authorising_officer: str
+    window_start: float
+    window_end: float
+    watchlist_size: int  # subjects on the list
+
+
+@dataclass(frozen=True)
 class Heartbeat(_Control):
     """Node -> hub, every interval: liveness, outbox backlog, ledger counts, camera health."""
 
@@ -374,12 +388,13 @@ class Heartbeat(_Control):
     # set on the last heartbeat of a clean stop, with why ("source ended", "signal"): the hub
     # then shows the node stopped, not lost
     stopping: str | None = None
+    deployment: DeploymentInfo | None = None
 
     def to_frames(self) -> list[bytes]:
-        """[tag, JSON]; without cameras/audit/stopping the body is the older heartbeat's."""
+        """[tag, JSON]; without the optional parts the body is the older heartbeat's."""
         body = asdict(self)
         body["cameras"] = [asdict(c) for c in self.cameras]
-        for key in ("cameras", "audit", "stopping"):
+        for key in ("cameras", "audit", "stopping", "deployment"):
             if not body[key] and body[key] != "":
                 del body[key]
         return control(self.TAG, body)
@@ -524,7 +539,24 @@ def parse_heartbeat(frames: Sequence[bytes]) -> Heartbeat:
                                      and len(stopping) <= MAX_CAMERA_REASON):
         raise MessageError("field", "bad stopping in heartbeat")
     return Heartbeat(node_id, camera, run_id, body["sent_at"], pending, counts, cameras,
-                     _parse_audit_head(body.get("audit")), stopping)
+                     _parse_audit_head(body.get("audit")), stopping,
+                     _parse_deployment(body.get("deployment")))
+
+
+def _parse_deployment(value: object) -> DeploymentInfo | None:
+    if value is None:
+        return None
+    names = {f.name for f in fields(DeploymentInfo)}
+    if not (isinstance(value, dict) and set(value) == names
+            and isinstance(value["deployment_id"], str) and 0 < len(value["deployment_id"]) <= MAX_NAME
+            and isinstance(value["authorising_officer"], str)
+            and len(value["authorising_officer"]) <= MAX_TEXT
+            and _is_number(value["window_start"]) and _is_number(value["window_end"])
+            and _is_count(value["watchlist_size"])):
+        raise MessageError("field", "bad deployment in heartbeat")
+    return DeploymentInfo(value["deployment_id"], value["authorising_officer"],
+                          float(value["window_start"]), float(value["window_end"]),
+                          value["watchlist_size"])
 
 
 def _parse_audit_head(value: object) -> AuditHead | None:

@@ -50,6 +50,7 @@ from edge.link.schema import (
     CameraHealth,
     Decision,
     DecisionAck,
+    DeploymentInfo,
     Heartbeat,
     MessageError,
     Nack,
@@ -165,6 +166,7 @@ class OutboxSender(ABC):
         counts: CountsProvider | None = None,
         health: HealthProvider | None = None,
         audit_head: AuditHeadProvider | None = None,
+        deployment: DeploymentInfo | None = None,
     ) -> None:
         self.outbox_path = Path(outbox_path)
         self.node_id = node_id
@@ -181,6 +183,7 @@ class OutboxSender(ABC):
         self.health_provider = health  # called at each heartbeat: every camera's health
         self.audit_head_provider = audit_head  # called at each heartbeat: anchored at the hub
         self._stop_reason: str | None = None  # set by close(): the last heartbeat says so
+        self.deployment = deployment  # in every heartbeat: the hub's deployment record
         self._health_warned: set[str] = set()  # each kind of bad health entry is logged once
         self._outbox: Outbox | None = None
         self._thread: threading.Thread | None = None
@@ -380,6 +383,7 @@ class OutboxSender(ABC):
             counts=counts,
             cameras=self._cameras(),
             audit=self._audit_head(),
+            deployment=self.deployment,
         )
 
     def _audit_head(self) -> AuditHead | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import zmq
 
 from edge.link.metrics import LinkMetrics
+from edge.link.schema import DeploymentInfo
 from edge.link.sender import (
     AuditHeadProvider,
     AuditRecorder,
@@ -45,12 +46,13 @@ class ZmqSender(OutboxSender):
         counts: CountsProvider | None = None,
         health: HealthProvider | None = None,
         audit_head: AuditHeadProvider | None = None,
+        deployment: DeploymentInfo | None = None,
     ) -> None:
         super().__init__(
             outbox_path, node_id, audit, metrics, hub=endpoint, camera=camera,
             ack_timeout=ack_timeout, max_backoff=max_backoff,
             heartbeat_interval=heartbeat_interval, max_in_flight=max_in_flight, counts=counts,
-            health=health, audit_head=audit_head,
+            health=health, audit_head=audit_head, deployment=deployment,
         )
         self.endpoint = endpoint
         self.curve = curve

@@ -23,6 +23,7 @@ from edge.errors import ConfigError, EdgeError, SourceError
 from edge.exporter import Health, MetricsServer, serve_metrics
 from edge.face.registry import FaceModels, load_face_models
 from edge.link.metrics import LinkMetrics
+from edge.link.schema import DeploymentInfo
 from edge.link.zeromq import CurveConfig
 from edge.link.zmq_sender import ZmqSender
 from edge.node.camera import CameraSpec, camera_specs
@@ -164,7 +165,11 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str
     names = ", ".join(spec.name for spec in specs)
     sender = ZmqSender(Path(cfg.alerts.outbox), cfg.alerts.endpoint, cfg.node.node_id, curve,
                        audit=audit, metrics=link_metrics, camera=names[:128],
-                       counts=site.totals, health=site.health, audit_head=audit.anchor)
+                       counts=site.totals, health=site.health, audit_head=audit.anchor,
+                       deployment=DeploymentInfo(
+                           wl.meta.deployment_id[:64] or "unspecified",
+                           wl.meta.authorising_officer[:256], wl.meta.window_start,
+                           wl.meta.window_end, len(wl.subjects)))
     sender.start()
     readiness.hub_connected = lambda: sender.hub_connected
     site.sinks.append(sender)

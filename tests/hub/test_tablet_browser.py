@@ -402,3 +402,80 @@ def test_stopped_node_is_a_note_lost_is_a_banner_duplicates_once(tmp_path: Path,
         calm.close(0)
         gone.close(0)
         h.close()
+
+
+def test_undo_then_final_then_outcome_on_the_tablet(tmp_path: Path, browser) -> None:
+    """Tap Confirm: 'Undo (N s)' for the window, tap it: the alert is open again; decide
+    again and wait: final, the outcome buttons appear; tap one: it is in the node's log."""
+    h = RunningHub(hub_config(tmp_path, **{"ui.undo_s": 4}))
+    audit = AuditLog(tmp_path / "node" / "audit.jsonl")
+    sender = ZmqSender(tmp_path / "node" / "outbox.sqlite", h.endpoint, "node-u", None, audit,
+                       camera="Gate").start()
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True)
+    page = ctx.new_page()
+    try:
+        sign_in(page, h.url)
+        probe, ref = face_jpegs()
+        a = synthetic_alert("node-u", "Gate", 1, display_name="Undo Subject")
+        sender.send(a, probe, ref)
+        card = f'article[data-alert-id="{a.alert_id}"]'
+        page.wait_for_selector(f"#open {card}", timeout=10000)
+        page.click(f"{card} button.act.confirm")
+        page.wait_for_selector(f"#decided {card} button.undo", timeout=5000)
+        assert re.fullmatch(r"Undo \([1-4] s\)", page.locator(f"{card} button.undo").inner_text())
+        page.click(f"{card} button.undo")
+        page.wait_for_selector(f"#open {card} button.act.reject", timeout=5000)
+        assert h.store.get_alert(a.alert_id)["decision"] is None
+        page.click(f"{card} button.act.reject")
+        page.wait_for_selector(f'#decided {card}[data-final="1"] .outcomes', timeout=10000)
+        assert page.locator(f"{card} button.undo").count() == 0
+        page.click(f'{card} button.outcome[data-outcome="wrong_person"]')
+        page.wait_for_selector(f"{card} .outcome-tag", timeout=5000)
+        assert "Wrong person" in page.locator(f"{card} .outcome-tag").inner_text()
+        kinds = wait_for(lambda: [r["kind"] for r in read_records(audit.path)
+                                  if r["kind"].startswith("decision")] == ["decision",
+                                                                           "decision.outcome"],
+                         what="decision then outcome in the node's audit log")
+        assert kinds
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "tablet_outcome.png"))
+    finally:
+        ctx.close()
+        sender.close(0)
+        audit.close()
+        h.close()
+
+
+def test_deployment_record_html_renders_with_its_chart(tmp_path: Path, browser) -> None:
+    from edge.report.record import to_html
+
+    cam = {"node_id": "n1", "camera": "Gate", "faces_seen": 3000, "alerts": 5, "confirmed": 2,
+           "rejected": 2, "no_action": 1, "undecided": 0, "false_alert_share": 0.4,
+           "outcomes": {"arrested": 1}}
+    record = {"generated_at": time.time(), "deployment_id": None, "per_camera": [cam],
+              "deployments": [{"deployment_id": "OP-7", "authorising_officer": "Supt. B",
+                               "node_id": "n1", "camera": "Gate", "window_start": 1.8e9,
+                               "window_end": 1.8e9 + 3600, "watchlist_size": 9,
+                               "first_seen": 1.8e9, "last_seen": 1.8e9}],
+              "window": {"start": 1.8e9, "end": 1.8e9 + 3600}, "watchlist_size": 9,
+              "totals": {**cam, "false_alert_rate": 2 / 3000, "false_alert_one_in": 1500},
+              "notes": "counts only"}
+    page_file = tmp_path / "record.html"
+    page_file.write_text(to_html(record))
+    ctx = browser.new_context(viewport={"width": 900, "height": 1200})
+    page = ctx.new_page()
+    try:
+        page.goto(page_file.as_uri())
+        chart = page.locator("#chart")
+        assert chart.is_visible()
+        box = chart.bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 80
+        assert page.evaluate("document.querySelector('#chart').naturalWidth") > 300
+        assert page.locator("#faces").inner_text() == "3,000"
+        assert page.locator("#decisions").inner_text().startswith("2 / 2 / 1")
+        assert "1 in 1,500" in page.locator("#far").inner_text()
+        assert page.locator("#officer").inner_text() == "Supt. B"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "deployment_record.png"), full_page=True)
+    finally:
+        ctx.close()

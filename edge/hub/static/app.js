@@ -11,6 +11,8 @@ const state = {
   hubOk: false,
   lostAfter: 5,
   serverSkew: 0,         // server_time - Date.now()/1000
+  officer: "",           // signed-in officer (only they may undo their own decision)
+  outcomes: [],          // the hub's fixed outcome list
   es: null,
 };
 
@@ -71,19 +73,110 @@ function buildCard(card, isNew) {
   return el;
 }
 
+const OUTCOME_TEXT = { spoken_to: "Spoken to", arrested: "Arrested", wrong_person: "Wrong person",
+                       no_further_action: "No further action", other: "Other" };
+
+function undoLeft(card) {
+  return card.undo_until ? card.undo_until - (Date.now() / 1000 + state.serverSkew) : 0;
+}
+
 function applyDecision(el, card) {
-  el.querySelector(".actions").remove();
+  const acts = el.querySelector(".actions");
+  if (acts) acts.remove();
   const res = el.querySelector(".result");
+  res.className = "result";
   res.textContent = "";
   const tag = document.createElement("span");
   tag.className = "decision-tag " + card.decision;
   tag.textContent = DECISION_TEXT[card.decision] + " · " + card.officer + " · " + fmtTime(card.decision_at);
   res.appendChild(tag);
+  // A short undo window for a mis-tap; then the decision is final and goes to the node.
+  if (undoLeft(card) > 0 && card.officer === state.officer) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "undo";
+    b.addEventListener("click", () => undo(card.alert_id, el));
+    res.appendChild(b);
+    updateUndo(el, card);
+  }
+  if (card.outcome) {
+    const o = document.createElement("span");
+    o.className = "outcome-tag";
+    o.textContent = "Outcome: " + (OUTCOME_TEXT[card.outcome] || card.outcome) + " · " + fmtTime(card.outcome_at);
+    res.appendChild(o);
+  } else if (card.finalized && state.outcomes.length) {
+    // optional, from a fixed list (never free text): goes into the audit log and the record
+    const box = document.createElement("div");
+    box.className = "outcomes";
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", "Outcome (optional)");
+    const lab = document.createElement("span");
+    lab.className = "outcomes-label";
+    lab.textContent = "Outcome (optional):";
+    box.appendChild(lab);
+    for (const v of state.outcomes) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "outcome";
+      b.dataset.outcome = v;
+      b.textContent = OUTCOME_TEXT[v] || v;
+      b.addEventListener("click", () => setOutcome(card.alert_id, v, el));
+      box.appendChild(b);
+    }
+    res.appendChild(box);
+  }
   el.classList.remove("new");
   el.dataset.decision = card.decision;
+  el.dataset.final = card.finalized ? "1" : "0";
   if (!card.probe_url) {
     const img = el.querySelector("img.probe");
     if (img) setImg(img, null, img.parentElement);
+  }
+}
+
+function updateUndo(el, card) {
+  const b = el.querySelector("button.undo");
+  if (!b) return;
+  const left = Math.ceil(undoLeft(card));
+  if (left <= 0) { b.remove(); return; }
+  b.textContent = "Undo (" + left + " s)";
+}
+
+async function postJson(path, payload) {
+  const r = await api(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-Edge-Request": "1" },
+    body: JSON.stringify(payload),
+  });
+  return [r, await r.json().catch(() => ({}))];
+}
+
+async function undo(alertId, el) {
+  const b = el.querySelector("button.undo");
+  if (b) b.disabled = true;
+  try {
+    const [r, body] = await postJson("/api/alerts/" + alertId + "/undo", {});
+    if (r.ok && body.card) { upsert(body.card, false); return; }
+    const res = el.querySelector(".result");
+    if (b) b.remove();
+    const note = document.createElement("span");
+    note.className = "result-note";
+    note.textContent = body.detail ? "Not undone: " + body.detail : "Not undone (hub answered " + r.status + ")";
+    res.appendChild(note);
+  } catch (_) {
+    if (b) b.disabled = false;
+  }
+}
+
+async function setOutcome(alertId, outcome, el) {
+  const box = el.querySelector(".outcomes");
+  if (box) box.querySelectorAll("button").forEach((x) => { x.disabled = true; });
+  try {
+    const [r, body] = await postJson("/api/alerts/" + alertId + "/outcome", { outcome });
+    if (body.card) { upsert(body.card, false); return; }
+    throw new Error("hub answered " + r.status);
+  } catch (e) {
+    if (box) box.querySelectorAll("button").forEach((x) => { x.disabled = false; });
   }
 }
 
@@ -110,6 +203,15 @@ function upsert(card, live) {
     have.card = card;
     applyDecision(have.el, card);
     insertSorted($("#decided"), have.el, card.decision_at);
+  } else if (!card.decision && have.card.decision) {
+    // undone: back to the open queue with its buttons, as it arrived
+    have.el.remove();
+    state.cards.delete(card.alert_id);
+    upsert(card, false);
+    return;
+  } else if (card.decision && (card.finalized !== have.card.finalized || card.outcome !== have.card.outcome)) {
+    have.card = card;
+    applyDecision(have.el, card);
   }
   renderOpen();
   refresh();
@@ -290,6 +392,7 @@ function refresh() {
     const v = Number(t.dataset.t);
     if (v) t.textContent = fmtTime(v) + "  (" + ago(v) + ")";
   }
+  for (const { el, card } of state.cards.values()) if (card.undo_until) updateUndo(el, card);
   for (const t of document.querySelectorAll(".group-since")) {
     const v = Number(t.dataset.t);
     if (v) t.textContent = "waiting since " + fmtTime(v);
@@ -425,7 +528,10 @@ async function main() {
     const r = await api("/api/me");
     const me = await r.json();
     $("#officer").textContent = me.officer;
+    state.officer = me.officer;
+    state.outcomes = me.outcomes || [];
     state.lostAfter = me.node_lost_after_s;
+    if (me.server_time) state.serverSkew = me.server_time - Date.now() / 1000;
   } catch (_) { return; }
   setHub(false);
   connect();
