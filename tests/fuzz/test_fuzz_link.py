@@ -32,10 +32,13 @@ PARSERS: dict[str, tuple[Callable[[Sequence[bytes]], Any], bytes, dict[str, Any]
     "heartbeat": (schema.parse_heartbeat, schema.HEARTBEAT,
                   {"node_id": "n1", "camera": "c", "run_id": RUN, "sent_at": 1.0,
                    "pending": 0, "counts": {"faces_seen": 3}, "cameras": [CAM],
-                   "audit": {"seq": 3, "head": "a" * 64}}),
+                   "audit": {"seq": 3, "head": "a" * 64}, "stopping": "source ended",
+                   "deployment": {"deployment_id": "OP-1", "authorising_officer": "Insp. X",
+                                  "window_start": 1.0, "window_end": 2.0,
+                                  "watchlist_size": 3}}),
     "decision": (schema.parse_decision, schema.DECISION,
                  {"decision_id": ID, "alert_id": ID, "decision": "confirm", "officer": "pc1",
-                  "decided_at": 1.0}),
+                  "decided_at": 1.0, "outcome": "arrested"}),
     "decision-ack": (schema.parse_decision_ack, schema.DECISION_ACK, {"decision_id": ID}),
 }
 
