@@ -39,10 +39,13 @@ log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent / "static"
 COOKIE = "edge_session"
-_ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
+_ASSETS = {"app.js": "text/javascript", "app.css": "text/css", "notify.js": "text/javascript"}
+# the PWA's icons are public (the install prompt fetches them without a session)
+_PUBLIC_ASSETS = {"icon-192.png": "image/png", "icon-512.png": "image/png"}
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    "connect-src 'self'; manifest-src 'self'; worker-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
 )
 
 
@@ -187,10 +190,22 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.get("/static/{name}")
     def asset(name: str, request: Request) -> Response:
+        if name in _PUBLIC_ASSETS:
+            return Response((WEB_DIR / name).read_bytes(), media_type=_PUBLIC_ASSETS[name])
         require(request)
         if name not in _ASSETS:
             raise HTTPException(status_code=404)
         return Response(_read_web(name), media_type=_ASSETS[name])
+
+    @app.get("/manifest.webmanifest")
+    def manifest() -> Response:
+        return Response(_read_web("manifest.webmanifest"), media_type="application/manifest+json")
+
+    @app.get("/sw.js")
+    def service_worker() -> Response:
+        # at the root so its scope is the whole app; it caches only the app shell
+        return Response(_read_web("sw.js"), media_type="text/javascript",
+                        headers={"Service-Worker-Allowed": "/"})
 
     @app.get("/api/me")
     def me(request: Request) -> dict[str, Any]:

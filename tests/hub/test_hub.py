@@ -396,7 +396,9 @@ def test_export_record_cli_counts_faces_from_heartbeats(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     rec = json.loads(out.read_text())
     assert rec["totals"] == {"faces_seen": 1234, "alerts": 3, "confirmed": 1, "rejected": 1,
-                             "no_action": 0, "undecided": 1}
+                             "no_action": 0, "undecided": 1, "outcomes": {},
+                             "false_alert_rate": 1 / 1234, "false_alert_one_in": 1234,
+                             "false_alert_share": 0.5}
     (cam,) = rec["per_camera"]
     assert cam["camera"] == "North gate" and cam["node_counts"]["faces_discarded"] == 1231
     assert "Test Subject" not in out.read_text()  # counts only, nobody's name

@@ -137,8 +137,9 @@ function applyDecision(el, card) {
 function updateUndo(el, card) {
   const b = el.querySelector("button.undo");
   if (!b) return;
-  const left = Math.ceil(undoLeft(card));
-  if (left <= 0) { b.remove(); return; }
+  const exact = undoLeft(card);
+  if (exact <= 0) { b.remove(); return; }
+  const left = Math.max(1, Math.round(exact));  // rounds off the few ms of clock-skew estimate
   b.textContent = "Undo (" + left + " s)";
 }
 
@@ -195,7 +196,7 @@ function upsert(card, live) {
     if (live) {
       // Stamp when the card has been laid out and painted (two animation frames).
       requestAnimationFrame(() => requestAnimationFrame(() => { el.dataset.renderedAt = String(Date.now()); }));
-      if (!card.decision && navigator.vibrate) navigator.vibrate(200);
+      if (!card.decision && window.edgeNotify) window.edgeNotify.onNewAlert(card);
     } else {
       el.dataset.renderedAt = String(Date.now());
     }
@@ -523,6 +524,7 @@ function connect() {
 
 async function main() {
   setupZoom();
+  if (window.edgeNotify) window.edgeNotify.setupNotify();
   $("#camera-filter").addEventListener("change", () => { renderOpen(); refresh(); });
   try {
     const r = await api("/api/me");
