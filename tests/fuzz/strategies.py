@@ -8,6 +8,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+import tests.fuzz.profile  # noqa: F401  (loads the edge-fuzz settings profile)
+
 json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=40),

@@ -1,4 +1,6 @@
-"""Hypothesis settings for the fuzz suite: a few hundred examples per parser by default,
+"""Hypothesis settings for the fuzz suite (imported by strategies.py, so by every fuzz module;
+not a conftest.py, which would shadow tests/conftest.py for `from conftest import ...`):
+a few hundred examples per parser by default,
 ``EDGE_FUZZ_EXAMPLES=5000`` for a long run. No example database: nothing is written into the
 checkout, and each run explores afresh."""
 
