@@ -90,6 +90,15 @@ def eval_cmd(identities: Path, impostors: Path | None, watchlist_size: int, targ
     at = v["report"]["at_calibrated"]
     op = at["operating_point"]
     click.echo(f"figures: {pv} labels; calibration on one half, report on the other")
+    for d in s.get("data", []):
+        if d.get("skipped"):
+            n = sum(d["skipped"].values())
+            parts = ", ".join(f"{c} {r}" for r, c in sorted(d["skipped"].items()))
+            click.echo(f"{d['name']}: skipped {n} file(s): {parts}")
+    held = v["report"].get("held_out_people", 0)
+    if held:
+        click.echo(f"every person has >= 2 images: {held} people of the report half are not "
+                   "enrolled and search as non-mated (for FPIR); the others are enrolled")
     click.echo(f"calibrated threshold {v['calibration']['threshold']:.4f} "
                f"(binding group: {v['calibration']['binding_group']})")
     click.echo(f"report half: TPIR {100 * op['tpir']:.1f}% ({op['hits']}/{op['n_mated']}), "

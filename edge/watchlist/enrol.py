@@ -36,7 +36,7 @@ from edge.watchlist.index import Entry, Subject, Watchlist, WatchlistMeta
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("subject_id", "display_name", "category", "image", "image_source", "date_added")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm")
 MAX_IMAGE_BYTES = 50 << 20
 MAX_IMAGE_SIDE = 10_000
 PAD_RETRY = 0.25  # black border tried when a tight face crop yields no detection

@@ -13,7 +13,7 @@ import pytest
 from edge.errors import EdgeError
 from edge.lab.evaluation import datasets as D
 from edge.lab.evaluation.report import write_threshold_config
-from edge.lab.evaluation.run import parse_rate
+from edge.lab.evaluation.run import Pool, open_set, parse_rate
 
 pytestmark = pytest.mark.unit
 
@@ -95,3 +95,53 @@ def test_parse_rate() -> None:
     for bad in ("abc", "2", "1/0", "0"):
         with pytest.raises(EdgeError):
             parse_rate(bad)
+
+
+def test_one_folder_per_person_reads_pgm_and_counts_what_it_skips(tmp_path) -> None:
+    root = tmp_path / "orl"
+    for person in ("s1", "s2"):
+        for i in (1, 2):
+            p = root / person / f"{i}.pgm"  # the ORL/AT&T faces: greyscale PGM
+            p.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(p), np.zeros((8, 8), np.uint8))
+    (root / "s1" / "notes.txt").write_text("x")
+    (root / "s2" / "anim.gif").write_bytes(b"GIF89a")
+    (root / "s2" / ".DS_Store").write_bytes(b"")
+    fs = D.load_face_set(root)
+    assert fs.layout == "folders" and len(fs.items) == 4
+    assert {it.path.suffix for it in fs.items} == {".pgm"}
+    assert fs.skipped == {"unsupported format .txt": 1, "unsupported format .gif": 1}
+    assert fs.skipped_line() == (
+        "orl: skipped 2 file(s): 1 unsupported format .gif, 1 unsupported format .txt")
+    # a subset keeps the count, so the report can still say what was left out
+    assert fs.subset([0, 1]).skipped == fs.skipped
+
+
+def _pool(identities: list[str]) -> Pool:
+    rng = np.random.default_rng(0)
+    people = {p: rng.standard_normal(8) for p in set(identities)}
+    emb = np.stack([people[p] + 0.05 * rng.standard_normal(8) for p in identities])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    n = len(identities)
+    return Pool(emb=emb.astype(np.float32), ok=np.ones(n, bool), identity=np.array(identities),
+                from_id_set=np.ones(n, bool), names=[f"{p}_{i}" for i, p in enumerate(identities)],
+                groups={}, primary=[])
+
+
+def test_everyone_with_several_images_holds_half_out_as_non_mated() -> None:
+    ids = [f"p{k}" for k in range(6) for _ in range(3)]
+    ros = open_set(_pool(ids), np.array(ids))
+    assert ros.held_out == 3
+    # the held-out half searches as non-mated with all its images; the others enrol one each
+    assert ros.gallery.size == 3 and ros.mated.size == 3 * 2 and ros.nonmated.size == 3 * 3
+    enrolled = set(np.array(ids)[ros.gallery])
+    assert not enrolled & set(np.array(ids)[ros.nonmated])
+    # with a singleton present nobody is held out: the singleton is the non-mated search
+    ids1 = ids + ["lonely"]
+    assert open_set(_pool(ids1), np.array(ids1)).held_out == 0
+
+
+def test_too_few_people_says_what_is_needed() -> None:
+    ids = ["a", "a"]
+    with pytest.raises(EdgeError, match=r"1 people \(1 with >= 2 images\)"):
+        open_set(_pool(ids), np.array(ids))

@@ -119,3 +119,28 @@ def test_folder_per_identity_layout() -> None:
     fs = D.load_face_set(shared_path("bbt_faces"))
     assert fs.layout == "folders" and len(fs.items) == 40
     assert len({it.identity for it in fs.items}) == 8
+
+
+def test_cli_one_folder_per_person_as_pgm_without_impostors(models_ready, tmp_path) -> None:
+    # the natural layout users have (ORL/AT&T style): one folder per person, .pgm greyscale,
+    # everyone with several images, no impostor set
+    src = shared_path("bbt_faces")
+    root = tmp_path / "people"
+    for d in sorted(p for p in src.iterdir() if p.is_dir()):
+        for f in sorted(d.iterdir()):
+            img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+            if img is None:
+                continue
+            (root / d.name).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / d.name / (f.stem + ".pgm")), img)
+    (root / d.name / "README.txt").write_text("not a face")
+    out = tmp_path / "report"
+    r = CliRunner().invoke(cli, ["eval", "--identities", str(root), "--watchlist-size", "10",
+                                 "--target-fpir", "0.1", "--out", str(out), "--no-cache", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "skipped 1 file(s): 1 unsupported format .txt" in r.output
+    assert "are not enrolled and search as non-mated" in r.output
+    res = json.loads((out / "results.json").read_text())
+    rep = res["variants"][res["primary_variant"]]["report"]
+    assert rep["held_out_people"] >= 1 and rep["nonmated_searches"] > 0
+    assert rep["mated_searches"] > 0

@@ -32,7 +32,9 @@ from edge.errors import EdgeError
 from edge.face import model_files as models
 from edge.face.photos import FaceEngine
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+# Every still format OpenCV decodes, .pgm included (the ORL/AT&T faces): greyscale images are
+# read as 3 channels (cv2.IMREAD_COLOR), which is what the detector needs.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"}
 SPLIT_SALT = "edge-eval-split-v1"
 CALIBRATION = "calibration"
 REPORT = "report"
@@ -78,6 +80,16 @@ class FaceSet:
     items: list[FaceItem]
     pairs: list[Pair] | None = None
     missing_pair_images: int = 0
+    # files in the folder layout that were not used, as reason -> count ("unsupported format .gif")
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skipped_line(self) -> str | None:
+        """One summary line of the files left out and why, or None when none were."""
+        if not self.skipped:
+            return None
+        n = sum(self.skipped.values())
+        parts = ", ".join(f"{c} {r}" for r, c in sorted(self.skipped.items()))
+        return f"{self.name}: skipped {n} file(s): {parts}"
 
     @property
     def identity_labelled(self) -> bool:
@@ -129,7 +141,8 @@ class FaceSet:
         if self.pairs is not None:
             pairs = [Pair(p.fold, remap[p.a], remap[p.b], p.same) for p in self.pairs
                      if p.a in remap and p.b in remap]
-        return FaceSet(self.root, self.name, self.layout, [self.items[i] for i in keep], pairs)
+        return FaceSet(self.root, self.name, self.layout, [self.items[i] for i in keep], pairs,
+                       skipped=dict(self.skipped))
 
 
 # ----------------------------------------------------------------------------- loading
@@ -170,16 +183,23 @@ def load_face_set(root: str | Path, name: str | None = None) -> FaceSet:
         return _load_labelled(root, name, labels)
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     items = []
+    skipped: dict[str, int] = {}
     for d in subdirs:
         for p in sorted(d.iterdir()):
-            if p.suffix.lower() in IMAGE_SUFFIXES:
+            if p.name.startswith(".") or not p.is_file():
+                continue
+            suffix = p.suffix.lower()
+            if suffix in IMAGE_SUFFIXES:
                 items.append(FaceItem(p, d.name, {}))
+            else:
+                reason = f"unsupported format {suffix or '(no extension)'}"
+                skipped[reason] = skipped.get(reason, 0) + 1
     if not items:
         raise DatasetError(
             f"{root}: no labels.csv and no <identity>/ sub-folders with images; "
             "see `edge eval --help` for the layouts"
         )
-    return FaceSet(root, name, "folders", items)
+    return FaceSet(root, name, "folders", items, skipped=skipped)
 
 
 def _load_labelled(root: Path, name: str, labels: Path) -> FaceSet:

@@ -182,6 +182,7 @@ class OpenSet:
     failures_mated: int
     failures_nonmated: int
     subjects_without_face: int
+    held_out: int = 0  # people not enrolled so that non-mated searches exist (see _held_out)
 
 
 def open_set(pool: Pool, person: np.ndarray) -> OpenSet:
@@ -194,7 +195,11 @@ def open_set(pool: Pool, person: np.ndarray) -> OpenSet:
     mated: list[int] = []
     nonmated: list[int] = []
     no_face = 0
-    for idx in by_id.values():
+    held_out = _held_out(by_id, pool)
+    for ident, idx in by_id.items():
+        if ident in held_out:  # not enrolled: every image is a non-mated search
+            nonmated.extend(idx)
+            continue
         if len(idx) >= 2:
             good = [i for i in idx if pool.ok[i]]
             if good:
@@ -206,9 +211,12 @@ def open_set(pool: Pool, person: np.ndarray) -> OpenSet:
     nonmated.extend(np.flatnonzero(~pool.from_id_set).tolist())
     g = np.array(gallery, int)
     if g.size == 0 or not mated or not nonmated:
+        people = len(by_id)
+        multi = sum(1 for idx in by_id.values() if len(idx) >= 2)
         raise DatasetError(
-            "the split half has no enrolled subject, mated or non-mated search; the identity "
-            "set needs identities with >= 2 images and others with 1 (or an impostor set)"
+            f"a split half has {people} people ({multi} with >= 2 images): too few for an "
+            "open-set test; it needs >= 2 people with >= 2 images in each half (about 8 in all "
+            "with one folder per person), or people with 1 image, or an impostor set"
         )
 
     def search(probes: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -232,8 +240,30 @@ def open_set(pool: Pool, person: np.ndarray) -> OpenSet:
         nonmated=np.array(nonmated, int), nonmated_scores=ns,
         failures_mated=int((~pool.ok[np.array(mated)]).sum()),
         failures_nonmated=int((~pool.ok[np.array(nonmated)]).sum()),
-        subjects_without_face=no_face,
+        subjects_without_face=no_face, held_out=len(held_out),
     )
+
+
+def _held_out(by_id: dict[str, list[int]], pool: Pool) -> set[str]:
+    """People left out of the watchlist so that non-mated searches exist.
+
+    1:N identification's FPIR needs searches by people who are NOT enrolled. With singletons
+    (people with one image) or an impostor set there are such searches and nobody is held
+    out. When every person has >= 2 images (the usual one-folder-per-person layout), half of
+    them (the lower salted-hash half, so the choice is stable and blind to the scores) are
+    not enrolled and all their images search as non-mated: never the same person's images on
+    both sides of a non-mated search.
+    """
+    if any(len(idx) < 2 for idx in by_id.values()) or bool((~pool.from_id_set).any()):
+        return set()
+    usable = [ident for ident, idx in by_id.items() if any(pool.ok[i] for i in idx)]
+    if len(usable) < 2:
+        return set()
+
+    def h(s: str) -> str:
+        return hashlib.sha256(f"{SPLIT_SALT}:holdout:{s}".encode()).hexdigest()
+
+    return set(sorted(usable, key=h)[: len(usable) // 2])
 
 
 # ----------------------------------------------------------------------------- impostor pools
@@ -451,6 +481,8 @@ def _variant(
         "gallery_size": int(ros.gallery.size),
         "mated_searches": int(ros.mated_scores.size),
         "nonmated_searches": int(ros.nonmated_scores.size),
+        # people not enrolled so that non-mated searches exist (every person had >= 2 images)
+        "held_out_people": ros.held_out,
         "failures_to_acquire": {"mated": ros.failures_mated, "nonmated": ros.failures_nonmated},
         "impostor_pairs": int(rimp.overall.size),
         "at_calibrated": {
@@ -664,7 +696,10 @@ def run_evaluation(opts: EvalOptions, engine: FaceEngine | None = None) -> EvalR
             "images": len(fs.items), "identities": n_ids, "no_face": int((~ok).sum()),
             "groupings": list(fs.group_labels()), "primary_grouping": fs.primary_grouping,
             "pairs": len(fs.pairs) if fs.pairs else 0,
+            "skipped": dict(fs.skipped),
         })
+        if fs.skipped_line():
+            log.warning("%s", fs.skipped_line())
     pools = build_pools(sets, opts.salt)
     halves = {}
     for half, pool in pools.items():
