@@ -8,6 +8,7 @@ import click
 
 from edge.audit_signing import AuditSigner, generate_signing_key
 from edge.hub.tls import DEFAULT_HOSTS, generate_tls, load_cert
+from edge.hub.vapid import generate_vapid_key
 from edge.link.curve_keys import generate_keypair, load_public_key
 
 
@@ -85,3 +86,23 @@ def audit_key(directory: Path, force: bool) -> None:
     priv, pub = generate_signing_key(directory, force=force)
     click.echo(f"signing key: {priv} (mode 0600, key id {AuditSigner.from_file(priv).key_id})")
     click.echo(f"public key:  {pub} (for `edge audit verify --public-key`)")
+
+
+@keys.command("vapid")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("keys/push"), show_default=True, help="Where to write the key.")
+@click.option("--force", is_flag=True, help="Replace an existing key (every tablet must then "
+              "enable alerts again).")
+def vapid_key(directory: Path, force: bool) -> None:
+    """Create vapid_private.pem (P-256, 0600): the hub's key for web push to locked tablets.
+
+    \b
+    Hub config:
+      [push]
+      enabled = true
+      vapid_private_key = "keys/push/vapid_private.pem"
+      subject = "mailto:control-room@example.org"   # the push services' contact for you
+    """
+    path, public = generate_vapid_key(directory, force=force)
+    click.echo(f"VAPID private key: {path} (mode 0600)")
+    click.echo(f"public key (tablets fetch it from /api/push/key): {public}")

@@ -111,6 +111,12 @@ class CameraBoard:
             return UNKNOWN, "no longer reported by its node"
         return e.health.state, e.health.reason
 
+    def label_of(self, node_id: str, camera: str) -> str | None:
+        """The label the node gave ``camera`` ("Entrance A, facing north"), if it reported one."""
+        with self._lock:
+            e = self._nodes.get(node_id, ("", {}))[1].get(camera)
+        return e.health.label if e is not None and e.health.label else None
+
     def cameras(self, node_id: str, online: bool, last_seen: float | None,
                 now: float) -> list[dict[str, Any]]:
         """The node's cameras for the tablet, by name; ages grown to ``now``."""

@@ -74,6 +74,32 @@ class UiSection(_Section):
     expected_nodes: list[str] = Field(default_factory=list)
 
 
+# The push services of Chrome/Android, Firefox, Safari/iOS and Edge (a leading dot: any host
+# under that domain). Endpoints elsewhere are refused: the hub must not POST where a browser
+# (or a hostile account) tells it to.
+PUSH_SERVICE_HOSTS = ["fcm.googleapis.com", "updates.push.services.mozilla.com",
+                      "web.push.apple.com", ".push.apple.com", ".notify.windows.com"]
+
+
+class PushSection(_Section):
+    enabled: bool = False
+    vapid_private_key: str | None = Field(None, description="P-256 PEM from `edge keys vapid`")
+    subject: str | None = Field(None, description="mailto: or https: contact for the push "
+                                "service (RFC 8292)")
+    ttl_s: int = Field(300, ge=0, le=86400, description="a push older than this is dropped "
+                       "by the push service")
+    timeout_s: float = Field(10.0, gt=0, le=60)
+    allowed_endpoint_hosts: list[str] = Field(default_factory=lambda: list(PUSH_SERVICE_HOSTS))
+
+    @model_validator(mode="after")
+    def _complete(self) -> PushSection:
+        if self.enabled and not (self.vapid_private_key and self.subject):
+            raise ValueError("push.enabled needs vapid_private_key and subject")
+        if self.subject is not None and not self.subject.startswith(("mailto:", "https://")):
+            raise ValueError("push.subject must start with mailto: or https://")
+        return self
+
+
 class MetricsSection(_Section):
     host: str = "127.0.0.1"
     port: int = Field(9101, ge=0, le=65535, description="0 = off")
@@ -86,6 +112,7 @@ class HubConfig(_Section):
     retention: RetentionSection = RetentionSection()
     ui: UiSection = UiSection()
     metrics: MetricsSection = MetricsSection()
+    push: PushSection = PushSection()
 
     def curve(self) -> CurveServerConfig | None:
         """CURVE server settings, or None for plain (loopback-only) transport."""

@@ -97,6 +97,17 @@ class HubMetrics:
         self.purged = Counter(
             "edge_hub_purged", "Items removed by retention", ["what"], registry=r
         )
+        self.push_sent = Counter(
+            "edge_hub_push_sent", "Web pushes accepted by a push service", registry=r
+        )
+        self.push_failed = Counter(
+            "edge_hub_push_failed", "Web pushes not delivered (gone: subscription removed)",
+            ["reason"], registry=r,
+        )
+        self.push_subscriptions = Gauge(
+            "edge_hub_push_subscriptions", "Tablets subscribed to web push (live sessions)",
+            registry=r,
+        )
         self.sse_clients = Gauge("edge_hub_sse_clients", "Open live-alert streams", registry=r)
         self.capture_to_hub = Histogram(
             "edge_hub_capture_to_hub_seconds",

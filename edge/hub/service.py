@@ -22,6 +22,7 @@ from edge.hub.config import HubConfig
 from edge.hub.images import check_jpeg
 from edge.hub.metrics import HubMetrics
 from edge.hub.officers import Officers
+from edge.hub.push import PushNotifier
 from edge.hub.router import HubRouter, Incoming
 from edge.hub.store import HubStore
 from edge.link.schema import (
@@ -122,6 +123,7 @@ class Hub:
         self._next_purge = 0.0
         self.endpoint: str | None = None
         self.stopping = False
+        self.push: PushNotifier | None = None  # web push, when [push] enabled
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -130,8 +132,13 @@ class Hub:
         for n in self.store.nodes():
             self._last_seen[n["node_id"]] = 0.0  # known, but not heard since this start
         try:
+            if self.cfg.push.enabled:
+                self.push = PushNotifier(self.cfg.push, self.store, self.metrics).start()
             self._router = HubRouter(self.cfg.zmq.bind, self.cfg.curve(), self)
         except Exception:
+            if self.push is not None:
+                self.push.stop()
+                self.push = None
             self.store.close()
             raise
         self.endpoint = self._router.endpoint
@@ -146,6 +153,9 @@ class Hub:
         if self._router is not None:
             self._router.stop()
             self._router = None
+        if self.push is not None:
+            self.push.stop()
+            self.push = None
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -346,6 +356,8 @@ class Hub:
             card = self.store.get_alert(alert.alert_id)
             if card is not None:
                 self.bus.publish({"type": "alert", "card": card_event(card)})
+                if self.push is not None:
+                    self.push.notify(card, self.cameras.label_of(alert.node_id, alert.camera))
 
     def _on_heartbeat(self, msg: Incoming) -> None:
         assert self.store is not None

@@ -95,7 +95,7 @@ CARD_FIELDS = (
 )
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # user_version -> statements bringing a store of that version to the next. v0: stores written
 # before the schema was versioned (the tables of _SCHEMA). Each step runs in one transaction.
 _MIGRATIONS: dict[int, str] = {
@@ -133,6 +133,18 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY(deployment_id, node_id)
     );
     CREATE INDEX IF NOT EXISTS alerts_pending_final ON alerts(finalized, final_at)
+    """,
+    # v3: web push subscriptions, each tied to the sign-in session that made it
+    2: """
+    CREATE TABLE IF NOT EXISTS push_subscriptions(
+        endpoint TEXT PRIMARY KEY,
+        p256dh TEXT NOT NULL,
+        auth TEXT NOT NULL,
+        officer TEXT NOT NULL,
+        token_hash TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS push_by_session ON push_subscriptions(token_hash)
     """,
 }
 
@@ -569,10 +581,37 @@ class HubStore:
     def delete_session(self, token: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM sessions WHERE token_hash=?", (_hash_token(token),))
+            self._db.execute("DELETE FROM push_subscriptions WHERE token_hash=?",
+                             (_hash_token(token),))
 
     def delete_sessions_of(self, officer: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM sessions WHERE officer=?", (officer,))
+            self._db.execute("DELETE FROM push_subscriptions WHERE officer=?", (officer,))
+
+    # -- web push -----------------------------------------------------------------------
+
+    def add_push_subscription(self, token: str, officer: str, endpoint: str, p256dh: str,
+                              auth: str) -> None:
+        """Keep a tablet's push subscription for as long as the session ``token`` lives (the
+        same endpoint subscribed again moves to the newer session)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO push_subscriptions VALUES (?,?,?,?,?,?)",
+                (endpoint, p256dh, auth, officer, _hash_token(token), time.time()))
+
+    def push_subscriptions(self) -> list[tuple[str, str, str]]:
+        """(endpoint, p256dh, auth) of subscriptions whose session is still valid."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT p.endpoint, p.p256dh, p.auth FROM push_subscriptions p "
+                "JOIN sessions s ON s.token_hash = p.token_hash WHERE s.expires >= ? "
+                "ORDER BY p.created", (time.time(),)).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def delete_push_subscription(self, endpoint: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM push_subscriptions WHERE endpoint=?", (endpoint,))
 
     # -- retention ----------------------------------------------------------------------
 
@@ -582,6 +621,8 @@ class HubStore:
         with self._lock:
             n = self._db.execute("DELETE FROM alerts WHERE received_at < ?", (cutoff,)).rowcount
             s = self._db.execute("DELETE FROM sessions WHERE expires < ?", (now,)).rowcount
+            self._db.execute("DELETE FROM push_subscriptions WHERE token_hash NOT IN "
+                             "(SELECT token_hash FROM sessions)")
             if n:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return {"alerts": n, "sessions": s}

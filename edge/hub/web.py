@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edge.errors import EdgeError
 from edge.hub.config import HubConfig
 from edge.hub.metrics import hub_health
+from edge.hub.push import PushError
 from edge.hub.service import Hub, card_event
 from edge.hub.tls import check_tls, is_loopback_host
 from edge.link.schema import DECISIONS, OUTCOMES, is_id
@@ -325,6 +326,34 @@ def create_app(hub: Hub) -> FastAPI:
                                  "card": card_event(card) if card else None}, status_code=409)
         log.info("officer %s: outcome %s on alert %s", officer, value, alert_id)
         return JSONResponse({"status": "ok", "card": card_event(card) if card else None})
+
+    @app.get("/api/push/key")
+    def push_key(request: Request) -> dict[str, Any]:
+        """The hub's VAPID public key (applicationServerKey); 404 when push is off."""
+        require(request)
+        if hub.push is None:
+            raise HTTPException(status_code=404, detail="web push is not configured")
+        return {"public_key": hub.push.public_key}
+
+    @app.post("/api/push/subscribe")
+    async def push_subscribe(request: Request) -> Response:
+        officer = await run_in_threadpool(require, request)
+        if request.headers.get("x-edge-request") != "1":
+            raise HTTPException(status_code=403, detail="missing request header")
+        if hub.push is None:
+            raise HTTPException(status_code=404, detail="web push is not configured")
+        body = await request.body()
+        try:
+            data = json.loads(body) if 0 < len(body) <= 4096 else None
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        try:
+            await run_in_threadpool(hub.push.subscribe, data, request.cookies.get(COOKIE, ""),
+                                    officer)
+        except PushError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        log.info("officer %s: tablet subscribed to web push", officer)
+        return JSONResponse({"status": "ok"}, status_code=201)
 
     @app.get("/api/nodes")
     def nodes(request: Request) -> dict[str, Any]:

@@ -128,7 +128,7 @@ def test_sign_in_live_alert_confirm_reaches_node_audit(tmp_path: Path, browser) 
         assert page.locator("#open article").count() == 0
 
         # the node goes away: the tablet says so
-        sender.close(0)
+        sender.close(0, reason=None)  # vanishes (no stopping heartbeat): "lost"
         page.wait_for_selector("#banners .banner", timeout=10000)
         assert "Camera node lost" in page.locator("#banners").inner_text()
         assert "North gate, cam 2" in page.locator("#banners").inner_text()
