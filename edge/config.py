@@ -77,8 +77,10 @@ class DetectorSection(_Section):
     )
 
 
-class RecognizerSection(_Section):
-    kind: Literal["sface", "insightface"] = "sface"
+class RecognizerModel(_Section):
+    """One recogniser: a manifest name or a user-supplied ONNX file (path + sha256)."""
+
+    kind: Literal["sface", "insightface", "onnx"] = "sface"
     model: str = "sface_2021dec"
     sha256: str | None = None
     max_batch: int = Field(
@@ -88,6 +90,28 @@ class RecognizerSection(_Section):
     )
     threads: int = Field(0, ge=0, le=64, description="ONNX Runtime intra-op threads; 0 = half the cores")
     providers: list[str] = Field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    weight: float = Field(
+        1.0, gt=0, le=100,
+        description="its share of a fused score (normalised over the models); unused with one model",
+    )
+
+
+class RecognizerSection(RecognizerModel):
+    """The recogniser, and optionally more models whose scores are fused with its own
+    (``[[recognizer.fuse]]``; docs/ACCURACY.md "Recogniser choice")."""
+
+    fuse: list[RecognizerModel] = Field(default_factory=list, max_length=3)
+
+    @model_validator(mode="after")
+    def _distinct_models(self) -> RecognizerSection:
+        names = [self.model] + [m.model for m in self.fuse]
+        if len(set(names)) != len(names):
+            raise ValueError("recognizer.fuse names a model twice")
+        return self
+
+    def members(self) -> list[RecognizerModel]:
+        """Every model whose score counts, the primary first."""
+        return [RecognizerModel(**self.model_dump(exclude={"fuse"})), *self.fuse]
 
 
 class QualitySection(_Section):

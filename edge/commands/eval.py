@@ -6,9 +6,12 @@ from pathlib import Path
 
 import click
 
+from edge.config import load_config
+from edge.errors import EdgeError
 from edge.lab.evaluation.datasets import DEFAULT_PAD, SPLIT_SALT
 from edge.lab.evaluation.report import write_outputs, write_threshold_config
 from edge.lab.evaluation.run import DEFAULT_FPIR_TARGETS, EvalOptions, parse_rate, parse_rates, run_evaluation
+from edge.watchlist.fusion import ModelStats, write_stats
 
 _dir = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -37,6 +40,9 @@ _dir = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--write-config", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the calibrated threshold as [match] threshold into this TOML config "
                    "(created if missing; other keys and comments are kept).")
+@click.option("--write-fusion", type=click.Path(dir_okay=False, path_type=Path),
+              help="Fused recognisers: write each model's impostor statistics (calibration "
+                   "half) to this JSON file, for `edge watchlist create --fusion-stats`.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Node config whose detector/recogniser settings and models to evaluate.")
 @click.option("--split-salt", default=SPLIT_SALT, show_default=True,
@@ -54,7 +60,8 @@ _dir = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def eval_cmd(identities: Path, impostors: Path | None, watchlist_size: int, target_fpir: str,
              fpir_targets: tuple[str, ...], exclusions: tuple[str, ...], out_dir: Path,
-             write_config: Path | None, config: Path | None, split_salt: str,
+             write_config: Path | None, write_fusion: Path | None, config: Path | None,
+             split_salt: str,
              limit_identities: int | None, limit_impostors: int | None, pad: float,
              cache_dir: Path | None, no_cache: bool, quiet: bool) -> None:
     """Measure open-set 1:N accuracy and demographic differentials; calibrate the threshold.
@@ -82,6 +89,8 @@ def eval_cmd(identities: Path, impostors: Path | None, watchlist_size: int, targ
         limit_identities=limit_identities, limit_impostors=limit_impostors, pad=pad,
         cache_dir=cache_dir, use_cache=not no_cache, progress=not quiet, config=config,
     )
+    if write_fusion is not None and (config is None or not load_config(config).recognizer.fuse):
+        raise EdgeError("--write-fusion needs a --config with [[recognizer.fuse]] models")
     result = run_evaluation(opts)
     files = write_outputs(result, out_dir)
     s = result.summary
@@ -118,4 +127,12 @@ def eval_cmd(identities: Path, impostors: Path | None, watchlist_size: int, targ
                 f"TPIR {100 * op['tpir']:.1f}% on the report half")
         value = write_threshold_config(write_config, v["calibration"]["threshold"], note)
         click.echo(f"wrote [match] threshold = {value} to {write_config}")
+    for name, r in (s.get("recognisers") or {}).items():
+        direct = r["tpir_at_fpir_direct"].get("0.001")
+        click.echo(f"{name}: TPIR {100 * r['tpir_at_calibrated']:.1f}% at its calibrated threshold "
+                   f"{r['threshold']:.4f}" + (f", {100 * direct['tpir']:.1f}% at FPIR 1/1,000"
+                                              if direct else ""))
+    if write_fusion is not None and s.get("fusion"):
+        write_stats(write_fusion, [ModelStats.from_dict(m) for m in s["fusion"]])
+        click.echo(f"wrote fusion statistics to {write_fusion} (edge watchlist create --fusion-stats)")
     click.echo(f"report: {files['markdown']} (+ results.json, plots) in {out_dir}")

@@ -19,7 +19,7 @@ from edge.commands.options import check_key_location, key_from_options, key_opti
 from edge.config import load_config
 from edge.errors import WatchlistError
 from edge.face.photos import FaceEngine
-from edge.watchlist import enrol, lifecycle, vault
+from edge.watchlist import enrol, fusion, lifecycle, vault
 from edge.watchlist.enrol import EnrolPolicy
 from edge.watchlist.index import Watchlist
 
@@ -52,9 +52,9 @@ def _refuse_existing(out: Path, replace: bool) -> None:
 
 
 def _enrol_and_save(engine, subjects, rows, policy, meta, allow_rejects: bool, out, key, key_file,
-                    passphrase_env):
-    """Check and enrol every image, report the checks, encrypt the list to ``out``;
-    returns the enrolment result and the key used."""
+                    passphrase_env, fuse: Callable[[Watchlist], None] | None = None):
+    """Check and enrol every image, report the checks, calibrate fusion (``fuse``), encrypt
+    the list to ``out``; returns the enrolment result and the key used."""
     try:
         result = enrol.enrol(engine, subjects, rows, policy, meta, allow_rejects=allow_rejects)
     except enrol.EnrolmentError as exc:
@@ -64,7 +64,54 @@ def _enrol_and_save(engine, subjects, rows, policy, meta, allow_rejects: bool, o
     _report_checks(result.checks)
     for sid in result.not_enrolled:
         click.echo(f"  subject {sid} left out: no accepted image", err=True)
+    if fuse is not None and result.watchlist is not None:
+        fuse(result.watchlist)
     return result, _save(result.watchlist, out, key, key_file, passphrase_env)
+
+
+def _fuser(cfg, engine, stats_file: Path | None, background: Path | None
+           ) -> Callable[[Watchlist], None] | None:
+    """For a fused recogniser configuration: what sets the new list's fusion statistics."""
+    dims = getattr(engine.embedder, "dims", None)
+    if dims is None:
+        if stats_file is not None or background is not None:
+            raise WatchlistError("--fusion-stats and --background are for a fused recogniser "
+                                 "configuration ([[recognizer.fuse]])")
+        return None
+    configured = lifecycle.fusion_models(cfg, dims)
+    measured = fusion.read_stats(stats_file) if stats_file is not None else None
+
+    def fuse(wl: Watchlist) -> None:
+        bg = None
+        if measured is None and background is not None:
+            bg = enrol.background_embeddings(engine, background)
+        try:
+            models = fusion.calibrate(configured, wl.embeddings, [e.subject_id for e in wl.entries],
+                                      measured, bg)
+        finally:
+            if bg is not None:
+                bg.fill(0)
+        wl.set_fusion(models)
+        for m in models:
+            click.echo(f"fusion: {m.name} weight {m.weight:g}, impostor mean {m.impostor_mean:.4f} "
+                       f"sd {m.impostor_std:.4f} ({m.impostor_pairs} pairs, {m.source})", err=True)
+    return fuse
+
+
+_fusion_options = [
+    click.option("--fusion-stats", "fusion_stats",
+                 type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 help="Fused recognisers: impostor statistics from `edge eval --write-fusion`."),
+    click.option("--background", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                 help="Fused recognisers: consented faces of people NOT on the list (one per "
+                      "image) to measure impostor statistics on; nothing of them is stored."),
+]
+
+
+def fusion_options(f: F) -> F:
+    for opt in reversed(_fusion_options):
+        f = opt(f)
+    return f
 
 
 def _report_checks(result_checks: list, rejected_only: bool = True) -> None:
@@ -184,12 +231,14 @@ def watchlist() -> None:
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Node config (models to use).")
 @policy_options
+@fusion_options
 @key_options
 def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: str, start: str, end: str,
                out: Path, auto_destroy_hours: float, allow_rejects: bool, replace: bool,
                audit_path: Path | None, audit_key: Path | None, config: Path | None,
                min_face_px: float, min_sharpness: float,
-               max_yaw: float, max_pitch: float, key_file: Path | None, passphrase_env: str | None) -> None:
+               max_yaw: float, max_pitch: float, fusion_stats: Path | None, background: Path | None,
+               key_file: Path | None, passphrase_env: str | None) -> None:
     """Create a deployment watchlist from reference images and a CSV.
 
     Every image is checked: readable, exactly one face, large, sharp and frontal enough.
@@ -219,8 +268,9 @@ def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: st
     cfg, engine = _engine(config)
     meta.model, meta.model_sha256 = lifecycle.model_identity(cfg)
     click.echo(f"checking {len(rows)} image(s) of {len(subjects)} subject(s)", err=True)
+    fuse = _fuser(cfg, engine, fusion_stats, background)
     result, key = _enrol_and_save(engine, subjects, rows, policy, meta, allow_rejects, out, key, key_file,
-                                  passphrase_env)
+                                  passphrase_env, fuse)
     wl = result.watchlist
     info = vault.read_meta(out, key)
     s = wl.stats()
@@ -231,7 +281,7 @@ def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: st
         "auto_destroy_hours": meta.auto_destroy_hours, "subjects": s["subjects"], "entries": s["entries"],
         "rejected_images": len(result.rejected), "subjects_left_out": len(result.not_enrolled),
         "model": meta.model, "model_sha256": meta.model_sha256, "index_type": s["index_type"],
-        "vault_id": info["vault_id"], "key": key.kind, "path": str(out.resolve()),
+        "fusion": s["fusion"], "vault_id": info["vault_id"], "key": key.kind, "path": str(out.resolve()),
     })
     click.echo(f"watchlist written to {out}: {s['subjects']} subject(s), {s['entries']} reference image(s), "
                f"index {s['index_type']}")
@@ -256,11 +306,13 @@ def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: st
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Node config (models to use).")
 @policy_options
+@fusion_options
 @key_options
 def build_cmd(images_dir: Path, out: Path, deployment_id: str, replace: bool,
               audit_path: Path | None, audit_key: Path | None,
               config: Path | None, min_face_px: float, min_sharpness: float, max_yaw: float,
-              max_pitch: float, key_file: Path | None, passphrase_env: str | None) -> None:
+              max_pitch: float, fusion_stats: Path | None, background: Path | None,
+              key_file: Path | None, passphrase_env: str | None) -> None:
     """Build a development watchlist from IMAGES_DIR with one sub-folder per subject.
 
     The folder name is the subject id and display name; every image in it becomes a
@@ -285,14 +337,15 @@ def build_cmd(images_dir: Path, out: Path, deployment_id: str, replace: bool,
     meta = enrol.WatchlistMeta(deployment_id=deployment_id, index_type="auto")
     meta.model, meta.model_sha256 = lifecycle.model_identity(cfg)
     click.echo(f"building from {len(rows)} image(s) of {len(subjects)} subject(s)", err=True)
+    fuse = _fuser(cfg, engine, fusion_stats, background)
     result, key = _enrol_and_save(engine, subjects, rows, policy, meta, True, out, key, key_file,
-                                  passphrase_env)
+                                  passphrase_env, fuse)
     wl = result.watchlist
     s = wl.stats()
     _audit(audit_path, audit_key, "watchlist.create", {
         "deployment_id": deployment_id, "development": True, "subjects": s["subjects"],
         "entries": s["entries"], "rejected_images": len(result.rejected), "model": meta.model,
-        "model_sha256": meta.model_sha256, "index_type": s["index_type"],
+        "model_sha256": meta.model_sha256, "index_type": s["index_type"], "fusion": s["fusion"],
         "vault_id": vault.read_meta(out, key)["vault_id"], "key": key.kind, "path": str(out.resolve()),
     })
     click.echo(f"watchlist written to {out}: {s['subjects']} subject(s), {s['entries']} reference image(s), "
@@ -338,6 +391,9 @@ def show_cmd(directory: Path, as_json: bool, key_file: Path | None, passphrase_e
     click.echo(f"created     {lifecycle.fmt_time(m.created_at)}")
     sha = f" (sha256 {m.model_sha256[:16]}...)" if m.model_sha256 else ""
     click.echo(f"model       {m.model or '?'}{sha}")
+    for f in wl.fusion:
+        click.echo(f"  fused     {f.name} weight {f.weight:g}, impostor mean {f.impostor_mean:.4f} "
+                   f"sd {f.impostor_std:.4f} ({f.source})")
     click.echo(f"entries     {len(wl)} reference image(s), {len(wl.subjects)} subject(s), "
                f"index {m.index_type}")
     click.echo("")

@@ -10,17 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge.config import Config, DetectorSection, RecognizerSection
+from edge.config import Config, DetectorSection, RecognizerModel, RecognizerSection
 from edge.errors import ConfigError
 from edge.face.detectors.scrfd import ScrfdDetector
 from edge.face.detectors.yunet_onnx import YuNetOrtDetector
 from edge.face.detectors.yunet_opencv import YuNetDetector
+from edge.face.embedders.fused import FusedEmbedder
 from edge.face.embedders.insightface_pack import load_insightface_pack
+from edge.face.embedders.onnx_embedder import Embedder as OrtEmbedder
+from edge.face.embedders.onnx_file import load_onnx_file
 from edge.face.embedders.sface import load_sface
 from edge.face.protocols import Detector, Embedder
 
 DetectorFactory = Callable[[DetectorSection, str | None], Detector]
-EmbedderFactory = Callable[[RecognizerSection, str | None], Embedder]
+EmbedderFactory = Callable[[RecognizerModel, str | None], Embedder]
 
 # (detector.kind, detector.backend) -> class. The backend is YuNet's runtime choice; an
 # insightface pack's detector (SCRFD) runs on ONNX Runtime whichever is configured.
@@ -33,6 +36,7 @@ DETECTORS: dict[tuple[str, str], DetectorFactory] = {
 EMBEDDERS: dict[str, EmbedderFactory] = {
     "sface": load_sface,
     "insightface": load_insightface_pack,
+    "onnx": load_onnx_file,
 }
 
 
@@ -45,7 +49,20 @@ def make_detector(cfg: DetectorSection, models_dir: str | None = None) -> Detect
 
 
 def make_embedder(cfg: RecognizerSection, models_dir: str | None = None) -> Embedder:
-    """The configured recogniser, loaded from verified model bytes."""
+    """The configured recogniser, loaded from verified model bytes; with ``[[recognizer.fuse]]``
+    entries, all of them behind one :class:`FusedEmbedder` (the primary's block first)."""
+    if not cfg.fuse:
+        return _one_embedder(cfg, models_dir)
+    members = []
+    for m in cfg.members():
+        e = _one_embedder(m, models_dir)
+        if not isinstance(e, OrtEmbedder):
+            raise ConfigError(f"recogniser {m.model} cannot be fused (not an ONNX Runtime embedder)")
+        members.append(e)
+    return FusedEmbedder(members, [m.model for m in cfg.members()])
+
+
+def _one_embedder(cfg: RecognizerModel, models_dir: str | None) -> Embedder:
     factory = EMBEDDERS.get(cfg.kind)
     if factory is None:
         raise ConfigError(f"recognizer.kind = {cfg.kind!r}: no such recogniser")

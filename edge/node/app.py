@@ -178,6 +178,7 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str
         "deployment_id": wl.meta.deployment_id, "watchlist_entries": len(wl),
         "threshold": cfg.match.threshold, "zeroize": cfg.privacy.zeroize,
         "hardening": report.to_dict(), "memory_locked": not locked.failures,
+        "recogniser": wl.meta.model, "fusion": wl.stats()["fusion"],
     })
 
     stop = threading.Event()

@@ -456,6 +456,28 @@ def enrol(engine, subjects: dict[str, Subject], rows: list[EnrolRow], policy: En
     return EnrolResult(wl, checks, not_enrolled)
 
 
+def background_embeddings(engine, folder: Path, limit: int = 2000) -> np.ndarray:
+    """Embeddings of a consented background set (faces of people not on the list, one per
+    image, every image under ``folder``) for fusion statistics. They are used for the
+    statistics and then zeroed; none is stored."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise EnrolmentError(f"{folder}: no images for the background set")
+    rows = []
+    for path in files[:limit]:
+        img = read_image(path)
+        if img is None:
+            continue
+        faces = engine.faces(img)
+        if len(faces) == 1:
+            rows.append(faces[0].embedding)
+        for f in faces:
+            f.crop.fill(0)
+    if not rows:
+        return np.zeros((0, engine.dim), np.float32)
+    return np.stack(rows).astype(np.float32)
+
+
 def _provenance(subjects: dict[str, Subject],
                 checks: list[tuple[EnrolRow, ImageCheck]]) -> dict[str, Subject]:
     """Subjects whose image_source lists the sources of their accepted images (in order) and

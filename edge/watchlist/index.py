@@ -20,6 +20,7 @@ import numpy as np
 
 from edge.errors import WatchlistError
 from edge.watchlist import vault
+from edge.watchlist.fusion import ModelStats, column_scale
 
 FORMAT_VERSION = 1
 # Flat search is exact; above this many entries HNSW answers faster (benchmarks/index_scale.py,
@@ -63,6 +64,9 @@ class WatchlistMeta:
     dim: int = 0
     index_type: str = "flat"
     auto_destroy_hours: float = 24.0
+    # a fused list: every recogniser with its weight and impostor statistics, the primary
+    # first (edge.watchlist.fusion); empty for a single-model list
+    models: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -89,7 +93,27 @@ class Watchlist:
         self.references = references or {}
         self.dim = int(self.embeddings.shape[1]) if len(self.embeddings) else meta.dim
         self.meta.dim = self.dim
-        self.index = index if index is not None else build_index(self.embeddings, meta.index_type)
+        self.fusion = [ModelStats.from_dict(d) for d in meta.models]
+        if self.fusion and sum(m.dim for m in self.fusion) != self.dim:
+            raise WatchlistError("watchlist fusion blocks do not add up to its embedding size")
+        self.index = index if index is not None else build_index(self._indexed(), meta.index_type)
+        self.meta.index_type = index_kind(self.index)
+
+    def _indexed(self) -> np.ndarray:
+        """What the index holds: the embeddings, each model's block scaled for a fused list."""
+        if len(self.fusion) < 2:
+            return self.embeddings
+        return self.embeddings * column_scale(self.fusion)[None, :]
+
+    def set_fusion(self, models: list[ModelStats]) -> None:
+        """Make this a fused list with these models' weights and statistics (index rebuilt)."""
+        if sum(m.dim for m in models) != self.dim:
+            raise WatchlistError(f"fusion models give {sum(m.dim for m in models)} dims, the list "
+                                 f"holds {self.dim}")
+        self.fusion = list(models)
+        self.meta.models = [asdict(m) for m in models]
+        kind = self.meta.index_type if self.meta.index_type in ("flat", "hnsw") else "auto"
+        self.index = build_index(self._indexed(), kind)
         self.meta.index_type = index_kind(self.index)
 
     def __len__(self) -> int:
@@ -206,6 +230,9 @@ class Watchlist:
             "index_bytes": int(faiss.serialize_index(self.index).nbytes),
             "reference_images": len(self.references),
             "model": self.meta.model,
+            "fusion": [{"name": m.name, "weight": m.weight, "impostor_mean": round(m.impostor_mean, 5),
+                        "impostor_std": round(m.impostor_std, 5), "source": m.source}
+                       for m in self.fusion],
         }
 
 

@@ -15,6 +15,7 @@ from edge.config import Config
 from edge.errors import WatchlistError
 from edge.face import model_files as models
 from edge.watchlist import vault
+from edge.watchlist.fusion import ModelStats
 from edge.watchlist.index import Watchlist, WatchlistMeta
 
 log = logging.getLogger(__name__)
@@ -39,22 +40,58 @@ def fmt_time(ts: float | None) -> str:
     return "never" if ts is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
+def member_identities(cfg: Config) -> list[tuple[str, str]]:
+    """(name, sha256) of every configured recogniser, the primary first."""
+    out = []
+    specs = None
+    for m in cfg.recognizer.members():
+        sha = m.sha256
+        if not sha:
+            specs = specs or models.load_manifest()
+            spec = specs.get(m.model)
+            if spec is None:
+                raise WatchlistError(f"recogniser {m.model} is not in the model manifest "
+                                     "and has no sha256 in the config")
+            sha = spec.sha256
+        out.append((display_name(m.model), sha))
+    return out
+
+
+def display_name(model: str) -> str:
+    """A manifest name as it is; a user's file by its stem (paths differ between machines)."""
+    return Path(model).stem if ("/" in model or model.endswith(".onnx")) else model
+
+
 def model_identity(cfg: Config) -> tuple[str, str]:
-    """(recogniser name, sha256) that embeddings in a watchlist were made with."""
-    sha = cfg.recognizer.sha256
-    if not sha:
-        specs = models.load_manifest()
-        spec = specs.get(cfg.recognizer.model)
-        if spec is None:
-            raise WatchlistError(f"recogniser {cfg.recognizer.model} is not in the model manifest "
-                                 "and has no sha256 in the config")
-        sha = spec.sha256
-    return cfg.recognizer.model, sha
+    """(recogniser name, sha256) that embeddings in a watchlist were made with; for a fused
+    configuration the names joined by "+" and the primary's sha256 (each model's own is in
+    the list's fusion table)."""
+    ids = member_identities(cfg)
+    return "+".join(n for n, _ in ids), ids[0][1]
+
+
+def fusion_models(cfg: Config, dims: list[int]) -> list[ModelStats]:
+    """The configured recognisers as fusion entries (weights from the config, no statistics yet)."""
+    ids = member_identities(cfg)
+    return [ModelStats(name, sha, d, m.weight) for (name, sha), d, m
+            in zip(ids, dims, cfg.recognizer.members(), strict=True)]
 
 
 def check_model(wl: Watchlist, cfg: Config) -> None:
-    """Refuse a watchlist made with another recogniser: its embeddings would be meaningless."""
+    """Refuse a watchlist made with other recognisers: its embeddings would be meaningless."""
+    ids = member_identities(cfg)
     name, sha = model_identity(cfg)
+    if wl.fusion:
+        have = [m.sha256 for m in wl.fusion]
+        if have != [s for _, s in ids]:
+            raise WatchlistError(
+                f"watchlist {wl.meta.deployment_id} was made with recognisers "
+                f"{' + '.join(m.name for m in wl.fusion)}, this node runs {name}")
+        return
+    if len(ids) > 1:
+        raise WatchlistError(
+            f"watchlist {wl.meta.deployment_id} was made with one recogniser ({wl.meta.model or '?'}), "
+            f"this node fuses {name}: create the list again with this configuration")
     if wl.meta.model_sha256 and wl.meta.model_sha256 != sha:
         raise WatchlistError(
             f"watchlist {wl.meta.deployment_id} was made with recogniser {wl.meta.model} "

@@ -187,7 +187,9 @@ def test_run_cameras_of_a_site_config_and_stop_while_one_reconnects(scene):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert took < 2.0, f"stopped in {took:.1f} s"
+    # generous on a loaded CI box (measured: well under 2 s idle); a stop that waited for the
+    # camera's reconnect loop would hang until communicate's timeout
+    assert took < 6.0, f"stopped in {took:.1f} s"
     assert "camera yard lost" in err
     assert "camera door: 10 frames" in err
     v = edge("audit", "verify", str(tmp / "state" / "audit.jsonl"))

@@ -14,6 +14,7 @@ from edge.face.detectors.scrfd import ScrfdDetector
 from edge.face.detectors.yunet_onnx import YuNetOrtDetector
 from edge.face.detectors.yunet_opencv import YuNetDetector
 from edge.face.embedders.insightface_pack import load_insightface_pack
+from edge.face.embedders.onnx_file import load_onnx_file
 from edge.face.embedders.sface import load_sface
 
 pytestmark = pytest.mark.unit
@@ -36,7 +37,8 @@ def test_each_configured_kind_gets_its_class():
     # an insightface pack's detector runs on ONNX Runtime whatever the YuNet backend says
     assert registry.DETECTORS[("insightface", "onnxruntime")] is ScrfdDetector
     assert registry.DETECTORS[("insightface", "opencv")] is ScrfdDetector
-    assert registry.EMBEDDERS == {"sface": load_sface, "insightface": load_insightface_pack}
+    assert registry.EMBEDDERS == {"sface": load_sface, "insightface": load_insightface_pack,
+                                  "onnx": load_onnx_file}
 
 
 def test_a_kind_missing_from_the_table_is_a_config_error(monkeypatch):

@@ -9,14 +9,14 @@ from __future__ import annotations
 import onnxruntime as ort
 from insightface.model_zoo import model_zoo
 
-from edge.config import RecognizerSection
+from edge.config import RecognizerModel
 from edge.errors import ModelError
 from edge.face import model_files as models
 from edge.face.embedders.onnx_embedder import Embedder, batch_size, dynamic_batch
 from edge.face.ort import pick_providers, recogniser_options
 
 
-def load_insightface_pack(cfg: RecognizerSection, models_dir: str | None = None) -> Embedder:
+def load_insightface_pack(cfg: RecognizerModel, models_dir: str | None = None) -> Embedder:
     """The pack's recognition model, checked against its configured sha256."""
     providers = pick_providers(cfg.providers)
     path = models.resolve(cfg.model, models.models_dir(models_dir), cfg.sha256)

@@ -85,10 +85,17 @@ class Embedder:
             np.multiply(view, 1.0 / self.std, out=view)
 
     def __call__(self, bufs: FaceBuffers, n: int) -> int:
+        return self.embed_into(bufs, n, bufs.emb)
+
+    def embed_into(self, bufs: FaceBuffers, n: int, out: np.ndarray) -> int:
+        """Embed ``bufs.crops[:n]`` into ``out[:n]``: ``bufs.emb`` itself, or (fusion) one
+        model's part, a C-contiguous ``(max_faces, dim)`` buffer from ``bufs.whole``."""
         if n == 0:
             return 0
         if n > bufs.max_faces:
             raise ValueError("more faces than face buffers")
+        if out.shape[1] != self.dim or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError("embedding buffer does not fit the recogniser")
         self._fill_blob(bufs, n)
         done = 0
         while done < n:
@@ -99,10 +106,10 @@ class Embedder:
             b.bind_input(self.input_name, "cpu", 0, np.float32, [k, 3, self.input_size,
                          self.input_size], bufs.blob[done:done + k].ctypes.data)
             b.bind_output(self.output_name, "cpu", 0, np.float32, [k, self.dim],
-                          bufs.emb[done:done + k].ctypes.data)
+                          out[done:done + k].ctypes.data)
             self.session.run_with_iobinding(b)
             done += k
-        emb = bufs.emb[:n]
+        emb = out[:n]
         norms = self._norms[:n]
         np.einsum("ij,ij->i", emb, emb, out=norms[:, 0])
         np.sqrt(norms, out=norms)

@@ -27,6 +27,7 @@ PLOTS = {
     "vs_threshold": "fpir_vs_threshold.png",
     "groups": "group_fmr.png",
     "scores": "scores.png",
+    "recognisers": "recognisers_det.png",
 }
 
 
@@ -119,6 +120,9 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str] | None = None
           f"{rep['gallery_size']:,}", f"{rep['mated_searches']:,}",
           f"{rep['nonmated_searches']:,}", f"{rep['impostor_pairs']:,}"]])
     L.append("")
+
+    if s.get("recognisers"):
+        L += _recogniser_section(s)
 
     # ---- goal
     gl = s["goal"]
@@ -370,13 +374,61 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str] | None = None
     if plots:
         L.append("### Plots")
         L.append("")
-        for key, title in (("det", "DET (report half)"), ("vs_threshold", "Rates vs threshold"),
+        for key, title in (("det", "DET (report half)"),
+                           ("recognisers", "DET per recogniser and fusion"),
+                           ("vs_threshold", "Rates vs threshold"),
                            ("groups", "Within-group FMR vs threshold"),
                            ("scores", "Score distributions")):
             if key in plots:
                 L.append(f"![{title}]({plots[key]})")
                 L.append("")
     return "\n".join(L).rstrip() + "\n"
+
+
+def _recogniser_section(s: dict[str, Any]) -> list[str]:
+    """Each fused model alone and the fusion, same images, same split, same exclusions."""
+    o = s["options"]
+    N, tgt = o["watchlist_size"], o["target_fpir"]
+    L = ["### Recogniser choice: each model alone and the fusion", ""]
+    L.append("Same images, split and exclusions. Fusion: each model's cosine z-scored with its "
+             "impostor statistics from the calibration half, then the weighted mean (put back "
+             "on the first model's spread); thresholds are on each row's own scale.")
+    L.append("")
+    L += _table(["model", "weight", "impostor mean", "impostor sd", "pairs"],
+                [[f["name"], f"{f['weight']:g}", f"{f['impostor_mean']:.4f}",
+                  f"{f['impostor_std']:.4f}", f"{f['impostor_pairs']:,}"] for f in s["fusion"]])
+    L.append("")
+    rates = sorted({k for r in s["recognisers"].values() for k in r["tpir_at_fpir_direct"]},
+                   key=lambda k: -float(k))
+    head = ["recogniser"] + [f"TPIR at FPIR {_frac(float(k))} (measured)" for k in rates] + [
+        f"threshold, worst group FPIR ≤ {_frac(tgt)} at N = {N:,}", "binding group",
+        "TPIR there", "worst group / overall FPIR", "worst within-group FMR ratio"]
+    rows = []
+    for name, r in s["recognisers"].items():
+        fmr = [x for d in r["within_group_fmr_ratios"].values() for x in d.values()]
+        gr = r["group_fpir_ratios_at_calibrated"]
+        rows.append([f"**{name}**" if name == "fusion" else name]
+                    + [_pct(r["tpir_at_fpir_direct"][k]["tpir"]) if k in r["tpir_at_fpir_direct"]
+                       else "—" for k in rates]
+                    + [_thr(r["threshold"]), str(r["binding_group"]), _pct(r["tpir_at_calibrated"]),
+                       _ratio(max(gr)) if gr else "—", _ratio(max(fmr)) if fmr else "—"])
+    L += _table(head, rows)
+    L.append("")
+    L.append("Per-group FMR with 95% intervals where the calibration half's overall FMR is "
+             "1e-3, per recogniser (the other levels are in results.json):")
+    L.append("")
+    grows = []
+    for name, r in s["recognisers"].items():
+        # the first display level only (the overall FMR of 1e-3): the rest is in results.json
+        for label, tab in list((k, t) for k, t in r["group_fmr_intervals"].items()
+                               if k != "calibrated")[:1]:
+            for grouping, d in tab["by_grouping"].items():
+                for g in d.get("groups", []):
+                    grows.append([name, label, grouping, f"{g['group']}: {_rate_cell(g)}"])
+    if grows:
+        L += _table(["recogniser", "FMR level", "grouping", "group: FMR [95% CI]"], grows)
+        L.append("")
+    return L
 
 
 # ----------------------------------------------------------------------------- plots
@@ -427,6 +479,26 @@ def write_plots(result: EvalResult, out_dir: Path) -> dict[str, Path]:
     out["det"] = out_dir / PLOTS["det"]
     fig.tight_layout()
     fig.savefig(out["det"], dpi=110)
+
+    if s.get("recognisers"):
+        fig = Figure(figsize=(7, 5))
+        ax = fig.subplots()
+        for name in s["recognisers"]:
+            d = result.curves[f"recogniser:{name}"]["det_direct"]
+            x, y = np.array(d["x"]), np.array(d["y"])
+            m = x > 0
+            ax.plot(x[m], y[m], lw=2 if name == "fusion" else 1.2, label=name)
+        ax.axvline(1 / 1000, color="grey", lw=0.6, ls="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("FPIR (measured, report half)")
+        ax.set_ylabel("FNIR = 1 − TPIR")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title("DET per recogniser and their fusion (same images, same split)")
+        out["recognisers"] = out_dir / PLOTS["recognisers"]
+        fig.tight_layout()
+        fig.savefig(out["recognisers"], dpi=110)
 
     # rates vs threshold
     vt = c["vs_threshold"]

@@ -49,6 +49,8 @@ from edge.lab.evaluation.datasets import (
     load_face_set,
     split_of,
 )
+from edge.watchlist.fusion import ModelStats, block_scales
+from edge.watchlist.lifecycle import display_name, member_identities
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +342,69 @@ def _impostor_pools(pool: Pool, person: np.ndarray) -> _Pools:
 
 
 # ----------------------------------------------------------------------------- the run
+
+
+# ----------------------------------------------------------------------------- recogniser fusion
+
+
+def recogniser_blocks(engine: FaceEngine) -> list[tuple[str, int, int]] | None:
+    """(name, first column, end column) of each model of a fused engine; None for one model."""
+    blocks = getattr(engine.embedder, "blocks", None)
+    if not callable(blocks):
+        return None
+    return [(display_name(name), lo, hi) for name, lo, hi in blocks()]
+
+
+def _block_sets(sets: list[tuple[FaceSet, np.ndarray, np.ndarray]], scale: Sequence[float],
+                blocks: list[tuple[str, int, int]]) -> list[tuple[FaceSet, np.ndarray, np.ndarray]]:
+    """The same images with embeddings made of the given blocks, block m scaled by
+    sqrt(scale[m]) on both sides: an inner product is then sum_m scale[m] * cosine_m."""
+    out = []
+    for fs, emb, ok in sets:
+        parts = [emb[:, lo:hi] * np.float32(math.sqrt(a)) for a, (_, lo, hi)
+                 in zip(scale, blocks, strict=True) if a > 0]
+        out.append((fs, np.ascontiguousarray(np.concatenate(parts, axis=1)), ok))
+    return out
+
+
+def fusion_statistics(pools: dict[str, Pool], ex: Exclusions | None, blocks: list[tuple[str, int, int]],
+                      engine: FaceEngine, source: str) -> list[ModelStats]:
+    """Each model's impostor mean and spread on the calibration half (never the report half)."""
+    pool = pools[CALIBRATION]
+    person = person_keys(pool, ex)
+    ok = np.flatnonzero(pool.ok)
+    shas = engine_model_shas(engine)
+    out = []
+    for (name, lo, hi), sha, w in zip(blocks, shas, engine_weights(engine), strict=True):
+        sc = impostor_scores(np.ascontiguousarray(pool.emb[:, lo:hi]), person, ok)
+        out.append(ModelStats(name, sha, hi - lo, w, float(sc.mean()) if sc.size else 0.0,
+                              float(max(sc.std(), 1e-6)) if sc.size > 1 else 1.0, int(sc.size),
+                              source))
+    return out
+
+
+def engine_model_shas(engine: FaceEngine) -> list[str]:
+    """sha256 of each configured recogniser, the primary first."""
+    return [sha for _, sha in member_identities(engine.cfg)]
+
+
+def engine_weights(engine: FaceEngine) -> list[float]:
+    return [m.weight for m in engine.cfg.recognizer.members()]
+
+
+def _side_by_side_row(v: dict[str, Any], opts: EvalOptions) -> dict[str, Any]:
+    """One recogniser's headline figures (report half) for the comparison table."""
+    g = _goal(v, opts)
+    direct = {f"{p['target_fpir']:g}": p for p in v["report"]["tpir_at_fpir_direct"]}
+    return {
+        "threshold": g["threshold"], "binding_group": v["calibration"]["binding_group"],
+        "tpir_at_calibrated": g["tpir_per_image"], "fpir_at_n_upper": g["fpir_at_n_upper"],
+        "max_vouched_watchlist": g["max_vouched_watchlist"],
+        "tpir_at_fpir_direct": direct,
+        "group_fpir_ratios_at_calibrated": g["open_set_group_fpir_ratios_at_calibrated"],
+        "within_group_fmr_ratios": g["within_group_fmr_ratios_at_display_thresholds"],
+        "group_fmr_intervals": v["report"]["group_fmr"],
+    }
 
 
 @dataclass
@@ -700,6 +765,17 @@ def run_evaluation(opts: EvalOptions, engine: FaceEngine | None = None) -> EvalR
         })
         if fs.skipped_line():
             log.warning("%s", fs.skipped_line())
+    blocks = recogniser_blocks(engine)
+    fusion: list[ModelStats] | None = None
+    members: dict[str, list[tuple[FaceSet, np.ndarray, np.ndarray]]] = {}
+    if blocks is not None:
+        # each model alone, then the fused score the node computes, on the same images
+        for k, (name, _, _) in enumerate(blocks):
+            members[name] = _block_sets(sets, [1.0 if j == k else 0.0 for j in range(len(blocks))],
+                                        blocks)
+        fusion = fusion_statistics(build_pools(sets, opts.salt), ex, blocks, engine,
+                                   f"edge eval {opts.identities.name}: calibration half")
+        sets = _block_sets(sets, [float(a) for a in block_scales(fusion)], blocks)
     pools = build_pools(sets, opts.salt)
     halves = {}
     for half, pool in pools.items():
@@ -715,6 +791,14 @@ def run_evaluation(opts: EvalOptions, engine: FaceEngine | None = None) -> EvalR
         v_ex = ex if name == "cleaned" else None
         variants[name], curves[name] = _variant(pools, v_ex, opts)
     primary = names[-1]
+    side_by_side: dict[str, Any] = {}
+    if fusion is not None:
+        for name, msets in members.items():
+            v_m, curves[f"recogniser:{name}"] = _variant(build_pools(msets, opts.salt),
+                                                         ex if primary == "cleaned" else None, opts)
+            side_by_side[name] = _side_by_side_row(v_m, opts)
+        side_by_side["fusion"] = _side_by_side_row(variants[primary], opts)
+        curves["recogniser:fusion"] = curves[primary]
     excluded = []
     if ex is not None:
         for half, pool in pools.items():
@@ -745,6 +829,8 @@ def run_evaluation(opts: EvalOptions, engine: FaceEngine | None = None) -> EvalR
         "variants": variants,
         "verification": verification,
         "goal": _goal(variants[primary], opts),
+        "fusion": [asdict(m) for m in fusion] if fusion is not None else None,
+        "recognisers": side_by_side or None,
     }
     return EvalResult(summary=summary, curves=curves)
 
