@@ -163,9 +163,12 @@ class Watchlist:
 
     # ---- serialisation as named blobs (encrypted by edge.watchlist.vault) ----
     def to_blobs(self) -> dict[str, bytes]:
+        fields = asdict(self.meta)
+        if not fields["models"]:
+            del fields["models"]  # a one-model list stays readable by releases before fusion
         meta = {
             "format": FORMAT_VERSION,
-            "meta": asdict(self.meta),
+            "meta": fields,
             "subjects": [asdict(s) for s in self.subjects.values()],
             "entries": [asdict(e) for e in self.entries],
         }
