@@ -24,7 +24,7 @@ its next face that is about as big as the biggest gated one (after twice that ma
 comes). Without this, a sought person who stays dimly lit or half-turned is never looked at.
 
 What a track keeps: its last box, the Kalman mean and covariance of that box's motion, and
-per embedding a quality figure and the top-1 (subject, similarity) - never pixels, crops,
+per embedding a quality figure and its top-1 (subject, similarity) - never pixels, crops,
 landmarks or embeddings (those live one frame, in privacy buffers). A track is dropped when
 it has missed ``max_missed_detections`` detector runs and ``max_missed_frames`` frames.
 """
@@ -148,19 +148,27 @@ class Track:
         self.looks.append(Look(quality, subject_id, score))
 
     def fused(self, subject_id: str, k: int) -> float:
-        """Mean similarity to ``subject_id`` over the track's ``k`` best-quality embeddings
-        (0 while it has fewer than k).
+        """Mean similarity over the ``k`` best-quality embeddings that named ``subject_id``
+        top-1 (0 while fewer than k did).
 
         The best faces decide, not the best scores: the top-k scores of a long track are
-        its luckiest draws, which for a bystander are the false alerts. An embedding among
-        the k whose top-1 was another subject counts 0 for this one (its similarity to this
-        subject is lower than its top-1 and was never kept). Equal qualities fall back to the
-        higher scores, i.e. the former top-k-by-score rule.
+        its luckiest draws, which for a bystander are the false alerts. Only the looks that
+        named this subject count (a better face that matched nobody says nothing about
+        this one's similarity, which was never kept; and a track can change person when two
+        faces pass at one spot). Equal qualities fall back to the higher scores, i.e. the
+        former top-k-by-score rule.
+
+        With k = 1 one face is enough by definition: the best score decides, as before (a
+        better face of the same track may have named this subject at 0.08 - another
+        person passing the same spot - and must not veto this one).
         """
-        if len(self.looks) < k:
+        mine = [lk for lk in self.looks if lk.subject_id == subject_id]
+        if len(mine) < k:
             return 0.0
-        best = sorted(self.looks, key=lambda lk: (-lk.quality, -lk.score))[:k]
-        return float(np.mean([lk.score if lk.subject_id == subject_id else 0.0 for lk in best]))
+        if k == 1:
+            return max(lk.score for lk in mine)
+        best = sorted(mine, key=lambda lk: (-lk.quality, -lk.score))[:k]
+        return float(np.mean([lk.score for lk in best]))
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -157,17 +157,20 @@ def test_fused_uses_the_best_quality_faces_not_the_best_scores():
     t.add_score("S1", 0, 0.91, quality=12.0)  # a small, turned face: a lucky high score
     t.add_score("S1", 0, 0.52, quality=80.0)
     t.add_score("S1", 0, 0.58, quality=75.0)
-    assert t.fused("S1", 1) == pytest.approx(0.52)
-    assert t.fused("S1", 2) == pytest.approx(0.55)
+    assert t.fused("S1", 2) == pytest.approx(0.55)  # top-2 by score would be 0.745
+    assert t.fused("S1", 3) == pytest.approx((0.91 + 0.52 + 0.58) / 3)
     assert t.fused("S1", 4) == 0.0  # fewer embeddings than k: no decision yet
+    assert t.fused("S1", 1) == pytest.approx(0.91)  # k = 1: any one face may decide
 
 
-def test_fused_counts_a_best_face_that_named_someone_else_as_zero():
+def test_fused_counts_only_the_looks_that_named_the_subject():
     t = Track(1, np.zeros(4, np.float32), 0, 0)
     t.add_score("S1", 0, 0.8, quality=20.0)
     t.add_score("S2", 1, 0.4, quality=90.0)
-    assert t.fused("S1", 1) == 0.0
-    assert t.fused("S1", 2) == pytest.approx(0.4)
+    assert t.fused("S1", 2) == 0.0  # only one look named S1
+    t.add_score("S1", 0, 0.6, quality=50.0)
+    t.add_score("S1", 0, 0.3, quality=10.0)
+    assert t.fused("S1", 2) == pytest.approx(0.7)  # S2's better face is not counted
     assert t.fused("S2", 1) == pytest.approx(0.4)
 
 
