@@ -133,6 +133,16 @@ class TrackerSection(_Section):
         10, ge=0, le=1000,
         description="a track gated this many times in a row is embedded anyway (0: never)",
     )
+    low_score_threshold: float = Field(
+        0.5, gt=0, lt=1,
+        description="the node's detector keeps faces down to this score; those below "
+        "detector.score_threshold only continue a track (never start one, never embedded)",
+    )
+    max_missed_detections: int = Field(
+        2, ge=0, le=100,
+        description="a track survives this many detector runs that miss it, however many "
+        "frames apart (a slow node sees a face every 12th frame, past max_missed_frames)",
+    )
 
 
 class MatchSection(_Section):

@@ -33,6 +33,7 @@ from edge.node.sinks import AlertSink, AuditSink, ConsoleSink
 from edge.node.site import Site
 from edge.node.sources import CaptureSource, FrameSource, ImageFolderSource
 from edge.node.stats import NodeStats
+from edge.node.track import tracking_config
 from edge.watchlist import lifecycle
 from edge.watchlist.index import Watchlist
 from edge.watchlist.vault import VaultKey
@@ -55,7 +56,7 @@ def build_node(cfg: Config, watchlist: Watchlist, models: FaceModels | None = No
     sinks: list[AlertSink] = [ConsoleSink()] if cfg.alerts.console else []
     if sink is not None:
         sinks.append(sink)
-    return Node(cfg, watchlist, models or load_face_models(cfg), sinks=sinks, audit=audit,
+    return Node(cfg, watchlist, models or load_face_models(tracking_config(cfg)), sinks=sinks, audit=audit,
                 clock=clock)
 
 
@@ -65,7 +66,7 @@ def build_site(cfg: Config, watchlist: Watchlist, cameras: list[CameraSpec],
     """Every camera of a node around one loaded pair of models (console line first)."""
     all_sinks: list[AlertSink] = [ConsoleSink()] if cfg.alerts.console else []
     all_sinks += sinks or []
-    return Site(cfg, watchlist, models or load_face_models(cfg), cameras, sinks=all_sinks,
+    return Site(cfg, watchlist, models or load_face_models(tracking_config(cfg)), cameras, sinks=all_sinks,
                 audit=audit, clock=clock)
 
 

@@ -39,6 +39,15 @@ from edge.watchlist.index import Watchlist
 log = logging.getLogger(__name__)
 
 
+def face_quality(box: np.ndarray, lmk: np.ndarray) -> float:
+    """How much a face is worth to the track's fused decision: its width in pixels, shrunk by
+    how far it is turned (cosines of yaw and pitch from the landmarks). A number, computed
+    while the landmarks exist; the track keeps only this."""
+    pose = q.pose_from_landmarks(lmk)
+    turn = np.cos(np.radians(pose.yaw_deg)) * np.cos(np.radians(pose.pitch_deg))
+    return float(box[2]) * max(float(turn), 0.0)
+
+
 class Node:
     """One camera's matching pipeline. ``process(frame)`` is the whole per-frame story.
 
@@ -76,7 +85,9 @@ class Node:
         self.aligner = Aligner(self.embedder.input_size)
         min_px = max(cfg.quality.min_face_px, self.camera.min_face_px or 0)
         self.gate = q.QualityGate(cfg.quality.model_copy(update={"min_face_px": min_px}))
-        self.tracker = Tracker(cfg.tracker, cfg.detector.interval)
+        # detections below the detector's own threshold (kept for the tracker's second
+        # stage, edge.node.track.tracking_config) only continue tracks
+        self.tracker = Tracker(cfg.tracker, cfg.detector.interval, cfg.detector.score_threshold)
         self.bufs = bufs or FaceBuffers(
             cfg.detector.max_faces, self.embedder.dim, zeroize=cfg.privacy.zeroize,
             lock=cfg.privacy.lock_memory, input_size=self.embedder.input_size,
@@ -115,18 +126,24 @@ class Node:
         t_decided = 0.0
         try:
             t0 = time.perf_counter()
-            detected = n = self.detector(frame.image, b)  # boxes, scores, landmarks -> b
+            n = self.detector(frame.image, b)  # boxes, scores, landmarks -> b
+            # faces are the confident detections; low-score ones only help the tracker
+            detected = int(np.count_nonzero(b.scores[:n] >= self.tracker.high_score))
             if self.camera.zone is not None and n:
                 n = self._keep_in_zone(b, n)
             t1 = time.perf_counter()
             st["detect"] += t1 - t0
             self.stats.faces_seen += detected
 
-            tracks = self.tracker.update(b.boxes[:n], frame.index)
+            found = self.tracker.update(b.boxes[:n], frame.index, b.scores[:n])
+            tracks: dict[int, Track] = {}  # row -> track, for the rows that may be embedded
             todo: list[int] = []
             forced: set[int] = set()  # gate overridden: the track was gated too long
             for i in range(n):
-                t = tracks[i]
+                t = found[i]
+                if t is None or not self.tracker.embeddable(float(b.scores[i])):
+                    continue  # a low-score row: it moved its track on, that is all
+                tracks[i] = t
                 if not self.tracker.wants_embedding(t, frame.index):
                     continue
                 reason = self.gate.pre(b.boxes[i], b.landmarks[i])
@@ -162,7 +179,8 @@ class Node:
                 if entry_idx < 0:
                     continue
                 subject_id = self.watchlist.entries[entry_idx].subject_id
-                t.add_score(subject_id, entry_idx, float(b.sims[j, 0]))
+                t.add_score(subject_id, entry_idx, float(b.sims[j, 0]),
+                            face_quality(b.boxes[i], b.landmarks[i]))
                 fused = t.fused(subject_id, self.cfg.tracker.min_embeddings)
                 if fused >= self.threshold and not t.alerted:
                     t.alerted = True
@@ -214,7 +232,7 @@ class Node:
         self.tracker.gated(t)
         return False
 
-    def _post_gate(self, b: FaceBuffers, todo: list[int], k: int, tracks: list[Track],
+    def _post_gate(self, b: FaceBuffers, todo: list[int], k: int, tracks: dict[int, Track],
                    forced: set[int]) -> list[int]:
         """Sharpness gate on the aligned crops; keeps crops[0:len(keep)] packed in order."""
         keep: list[int] = []

@@ -76,15 +76,19 @@ def test_a_walker_seen_every_sixth_frame_keeps_one_track():
     assert all(t.track_id not in ids for t in got)
 
 
-def test_consecutive_frames_and_interval_one_use_iou_only():
+def test_a_jump_of_most_of_a_face_on_the_next_frame_is_another_face():
     tr = Tracker(TrackerSection(), interval=6)
     a = tr.update(_boxes([100, 100, 30, 30]), 0)[0]
     b = tr.update(_boxes([125, 100, 30, 30]), 1)[0]  # IoU 0.09 on the next frame: not the same face
     assert a.track_id != b.track_id
-    tr = Tracker(TrackerSection())  # detecting every frame: as before the interval existed
+
+
+def test_the_same_move_over_a_longer_gap_is_the_same_face():
+    """The search widens with the gap since a track was seen: 25 px in one frame is a jump,
+    25 px in 4 frames is a walker (6 px a frame) - at interval 1 too."""
+    tr = Tracker(TrackerSection())
     a = tr.update(_boxes([100, 100, 30, 30]), 0)[0]
-    b = tr.update(_boxes([120, 100, 30, 30]), 3)[0]
-    assert a.track_id != b.track_id
+    assert tr.update(_boxes([125, 100, 30, 30]), 4)[0].track_id == a.track_id
 
 
 def test_two_missed_detections_do_not_end_a_track_at_interval_six():
