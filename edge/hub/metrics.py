@@ -56,6 +56,12 @@ class HubMetrics:
             ["reason"],
             registry=r,
         )
+        self.fabric_errors = Counter(
+            "edge_hub_fabric_errors",
+            "NATS fabric errors: auth, permission (a deployment it may not read), timeout...",
+            ["reason"],
+            registry=r,
+        )
         self.heartbeats = Counter("edge_hub_heartbeats", "Node heartbeats received", registry=r)
         self.audit_regressions = Counter(
             "edge_hub_audit_regressions",

@@ -260,13 +260,11 @@ class NatsSender(OutboxSender):
                 await asyncio.wait_for(nc.close(), timeout=2)
             except Exception:
                 log.debug("NATS close failed", exc_info=True)
-        task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except BaseException:  # cancelled (or it failed while closing): it is over
-                pass
+        # everything still running on this loop (publishes in flight, the consumers) ends here
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _publish(self, kind: str, alert_id: str | None, sent_at: Any,
                        frames: list[bytes]) -> None:
@@ -325,7 +323,7 @@ class NatsSender(OutboxSender):
                     continue
             try:
                 msgs = await psub.fetch(_FETCH_BATCH, timeout=_FETCH_TIMEOUT_S)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except asyncio.CancelledError:
                 raise
