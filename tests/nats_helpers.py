@@ -147,7 +147,10 @@ class Fabric:
 
     def settings(self, user: str | None = None, password_file: Path | None = None,
                  **over: Any) -> NatsSettings:
-        return NatsSettings(servers=self.urls, user=user, password_file=password_file, **over)
+        kw: dict[str, Any] = {"servers": self.urls, "user": user,
+                              "password_file": password_file}
+        kw.update(over)
+        return NatsSettings(**kw)
 
     def admin_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"servers": list(self.urls)}

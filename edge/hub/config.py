@@ -124,6 +124,9 @@ class NatsSection(_Section):
     create_streams: bool = Field(False, description="create the two streams if missing "
                                  "(needs credentials that may)")
     replicas: int = Field(1, ge=1, le=5, description="stream replicas when creating them")
+    rejected_stream_grace_s: float = Field(
+        600.0, ge=0, le=86400, description="a rejected alert (its probe) is deleted from the "
+        "stream this long after the decision: a hub away for longer never sees it")
 
     def settings(self) -> NatsSettings:
         def p(v: str | None) -> Path | None:

@@ -118,6 +118,7 @@ class Hub:
         self._router: HubRouter | None = None
         self.fabric: NatsHubLink | None = None  # transport "nats": the JetStream fabric
         self._published: dict[str, float] = {}  # decision/outcome id -> when published
+        self._next_stream_purge = 0.0
         self._node_deployment: dict[str, str] = {}  # node -> deployment it was heard on
         self._routes: dict[str, bytes] = {}  # node_id -> where the router reaches it
         self._last_seen: dict[str, float] = {}
@@ -366,6 +367,14 @@ class Hub:
             if self.fabric.publish(d["deployment_id"], d["node_id"], "decision", frames,
                                    d["decision_id"]):
                 self._published[d["decision_id"]] = now
+        if self.cfg.retention.purge_rejected_probe and now >= self._next_stream_purge:
+            # A rejected alert's probe leaves the stream too, once hubs that were away (a
+            # restart) have had time to read the alert and its decision in order.
+            self._next_stream_purge = now + _REPUBLISH_S
+            grace = self.cfg.nats.rejected_stream_grace_s
+            for alert_id, seq in self.store.rejected_in_stream(now - grace):
+                self.fabric.delete_from_stream(seq)
+                self.store.forget_fabric_seq(alert_id)
         for o in self.store.undelivered_outcomes(sent_before=now - _REPUBLISH_S):
             row = self.store.get_alert(o["alert_id"])
             if row is None:
@@ -391,14 +400,12 @@ class Hub:
                 self.metrics.outcomes.labels(d.outcome).inc()
                 self.bus.publish({"type": "decision", "card": card_event(card)})
             return
-        status, card, purged = self.store.apply_decision(
+        status, card = self.store.apply_decision(
             d.alert_id, d.decision_id, d.decision, d.officer, d.decided_at,
             self.cfg.retention.purge_rejected_probe)
         self._published.pop(d.decision_id, None)
         if status == "ok" and card is not None:
             self._finalized([card])
-            if purged is not None and self.fabric is not None:
-                self.fabric.delete_from_stream(purged)  # the probe leaves the stream too
 
     def _refuse(self, reason: str) -> None:
         self.metrics.messages_refused.labels(reason).inc()

@@ -445,10 +445,9 @@ class HubStore:
 
     def apply_decision(self, alert_id: str, decision_id: str, decision: str, officer: str,
                        decided_at: float, purge_probe: bool
-                       ) -> tuple[str, dict[str, Any] | None, int | None]:
+                       ) -> tuple[str, dict[str, Any] | None]:
         """A decision event read from the stream: the first per alert (in stream order) is
-        final on every hub. ("ok"|"not_found"|"already", card, stream seq of the alert when
-        its probe was purged (a rejection), else None).
+        final on every hub: ("ok"|"not_found"|"already", card).
 
         A decision of this hub not yet final (another hub's came first) is replaced by it.
         """
@@ -458,11 +457,10 @@ class HubStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute(
-                    "SELECT finalized, fabric_seq FROM alerts WHERE alert_id=?",
-                    (alert_id,)).fetchone()
+                    "SELECT finalized FROM alerts WHERE alert_id=?", (alert_id,)).fetchone()
                 if row is None or row["finalized"]:
                     self._db.execute("ROLLBACK")
-                    return ("not_found" if row is None else "already"), None, None
+                    return ("not_found" if row is None else "already"), None
                 self._db.execute(
                     "UPDATE alerts SET decision=?, officer=?, decision_at=?, decision_id=?,"
                     " decision_delivered=1, final_at=? WHERE alert_id=?",
@@ -472,9 +470,19 @@ class HubStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        purged = decision == "reject" and purge_probe
-        seq = int(row["fabric_seq"]) if purged and row["fabric_seq"] is not None else None
-        return "ok", self.get_alert(alert_id), seq
+        return "ok", self.get_alert(alert_id)
+
+    def rejected_in_stream(self, decided_before: float) -> list[tuple[str, int]]:
+        """(alert_id, stream seq) of final rejections still in the alerts stream."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT alert_id, fabric_seq FROM alerts WHERE decision='reject' AND finalized=1"
+                " AND fabric_seq IS NOT NULL AND decision_at<?", (decided_before,)).fetchall()
+        return [(r[0], int(r[1])) for r in rows]
+
+    def forget_fabric_seq(self, alert_id: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE alerts SET fabric_seq=NULL WHERE alert_id=?", (alert_id,))
 
     def apply_outcome(self, alert_id: str, outcome_id: str, outcome: str, officer: str,
                       at: float) -> tuple[str, dict[str, Any] | None]:

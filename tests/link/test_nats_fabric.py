@@ -106,15 +106,17 @@ def test_alert_once_on_two_hubs_decision_once_in_audit(tmp_path: Path, nats_bin:
     hubs: list[RunningHub] = []
     s = None
     try:
-        hubs = [nats_hub(tmp_path, fabric, "a"), nats_hub(tmp_path, fabric, "b")]
+        grace = {"nats.rejected_stream_grace_s": 0}
+        hubs = [nats_hub(tmp_path, fabric, "a", **grace), nats_hub(tmp_path, fabric, "b", **grace)]
         audit = AuditLog(tmp_path / "audit.jsonl")
         metrics = LinkMetrics()
         s = sender(tmp_path, fabric.settings(), "node-1", audit, metrics)
         sent = [alert("node-1", i) for i in range(5)]
         for a in sent:
             s.send(a, JPEG)
-        s.send(sent[0], JPEG)  # a re-send of the same alert id: the stream holds it once
         wait_for(lambda: s.pending() == 0, 20, "alerts acked by the stream")
+        s.send(sent[0], JPEG)  # a re-send of the same alert id: the stream holds it once
+        wait_for(lambda: s.pending() == 0, 20, "re-send acked")
         ids = sorted(a.alert_id for a in sent)
         for h in hubs:
             wait_for(lambda h=h: sorted(h.store.alert_ids()) == ids, 20, "alerts on the hub")
