@@ -183,9 +183,11 @@ def test_exactly_once_through_server_and_hub_kills(tmp_path: Path) -> None:
             return {k: d for k, (d, fin) in hub_b.rows().items() if fin}
 
         wait_for(lambda: b_decisions() == decided, 240, "hub b shows hub a's decisions")
-        a_final = {c["alert_id"]: c["decision"] for c in hub_a.store.list_alerts(limit=10**6)
-                   if c["finalized"]}
-        assert a_final == decided
+        def a_final() -> dict[str, str | None]:
+            return {c["alert_id"]: c["decision"] for c in hub_a.store.list_alerts(limit=10**6)
+                    if c["finalized"]}
+
+        wait_for(lambda: a_final() == decided, 240, "hub a final on the same decisions")
 
         def audited() -> dict[str, list[str]]:
             out: dict[str, list[str]] = {}

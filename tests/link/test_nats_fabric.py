@@ -332,3 +332,17 @@ def test_authorization_block_is_what_the_server_loads(tmp_path: Path) -> None:
     assert "edge.d1.*.decision" not in node["publish"]["allow"]  # a node cannot decide
     with pytest.raises(ConfigError):
         authorization([NodeAccount("n.1", "d1", "n", "p")], [])
+
+
+def test_fleet_example_configs_load() -> None:
+    from edge.config import load_config
+    from edge.hub.config import load_hub_config
+
+    repo = Path(__file__).resolve().parents[2]
+    hub = load_hub_config(repo / "config" / "fleet-hub.example.toml")
+    assert hub.transport == "nats" and hub.nats.deployments == ["north", "south"]
+    node = load_config(repo / "config" / "fleet-node.example.toml")
+    assert node.alerts.transport == "nats" and node.alerts.nats.tls_ca
+    assert load_config(None).alerts.transport == "zmq"  # the default stays ZeroMQ
+    with pytest.raises(ConfigError, match="nats.deployments"):
+        hub_config(repo, transport="nats")
