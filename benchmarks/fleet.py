@@ -132,12 +132,12 @@ def start_nats(root: Path, size: int) -> Any:
 
 
 def run_one(transport: str, n: int, seconds: float, rate: float, work: Path,
-            fabric: Any | None) -> dict[str, Any]:
-    hub_dir = work / f"hub-{transport}-{n}"
+            fabric: Any | None, label: str) -> dict[str, Any]:
+    hub_dir = work / f"hub-{label}-{n}"
     hub_dir.mkdir(parents=True)
     db = hub_dir / "hub.sqlite"
     port = _free_port()
-    dep = f"bench-{transport}-{n}"
+    dep = f"bench-{label}-{n}"
     if transport == "zmq":
         endpoint = f"tcp://127.0.0.1:{_free_port()}"
         head = f'[zmq]\nbind = "{endpoint}"\n'
@@ -165,7 +165,7 @@ def run_one(transport: str, n: int, seconds: float, rate: float, work: Path,
             if time.monotonic() > deadline or hub.poll() is not None:
                 raise RuntimeError("hub did not start: " + (hub_dir / "hub.log").read_text())
             time.sleep(0.1)
-        farm_dir = work / f"farm-{transport}-{n}"
+        farm_dir = work / f"farm-{label}-{n}"
         farm_dir.mkdir()
         out = subprocess.run(
             [sys.executable, __file__, "--farm", "--transport", transport, "--endpoint",
@@ -231,7 +231,7 @@ def main() -> None:
             try:
                 for n in args.nodes:
                     r = run_one("zmq" if transport == "zmq" else "nats", n, args.seconds,
-                                args.rate, work, fabric)
+                                args.rate, work, fabric, transport)
                     r["transport"] = transport
                     results.append(r)
                     q = r["capture_to_hub_ms"]

@@ -277,6 +277,24 @@ class Hub:
             )
         return out
 
+    def deployments_overview(self) -> list[dict[str, Any]]:
+        """Per deployment (the ones served, and any an alert or node names): open and total
+        alerts, its nodes online, and their cameras' health."""
+        counts = self.store.alert_counts() if self.store is not None else {}
+        names = set(counts)
+        if self.cfg.transport == "nats":
+            names |= set(self.cfg.nats.deployments)
+        nodes = self.node_status()
+        names |= {n["deployment"] for n in nodes if n["deployment"]}
+        out = []
+        for dep in sorted(names):
+            mine = [n for n in nodes if n["deployment"] == dep]
+            c = counts.get(dep, {"total": 0, "open": 0})
+            out.append({"deployment_id": dep, "alerts": c["total"], "open_alerts": c["open"],
+                        "nodes": len(mine), "nodes_online": sum(n["online"] for n in mine),
+                        "node_status": mine})
+        return out
+
     def _is_online(self, node_id: str, now: float) -> bool:
         last = self._last_seen.get(node_id, 0.0)
         return (bool(last) and now - last <= self.cfg.ui.node_lost_after_s

@@ -335,6 +335,14 @@ class HubStore:
             ).fetchall()
         return [self._card(r) for r in rows]
 
+    def alert_counts(self) -> dict[str, dict[str, int]]:
+        """deployment_id -> {"total", "open"} alerts held."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT deployment_id, COUNT(*), SUM(decision IS NULL) FROM alerts"
+                " GROUP BY deployment_id").fetchall()
+        return {r[0]: {"total": int(r[1]), "open": int(r[2] or 0)} for r in rows}
+
     def count_alerts(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]

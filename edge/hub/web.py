@@ -214,12 +214,12 @@ def create_app(hub: Hub) -> FastAPI:
                 "undo_s": cfg.ui.undo_s, "outcomes": list(OUTCOMES), "server_time": time.time()}
 
     @app.get("/api/alerts")
-    def list_alerts(request: Request, open_only: bool = False, limit: int = 100
-                    ) -> dict[str, Any]:
+    def list_alerts(request: Request, open_only: bool = False, limit: int = 100,
+                    deployment: str | None = None) -> dict[str, Any]:
         require(request)
         assert hub.store is not None
         limit = max(1, min(limit, 500))
-        cards = [card_event(c) for c in hub.store.list_alerts(open_only, limit)]
+        cards = [card_event(c) for c in hub.store.list_alerts(open_only, limit, deployment)]
         return {"alerts": cards, "server_time": time.time()}
 
     @app.get("/api/alerts/{alert_id}")
@@ -359,6 +359,12 @@ def create_app(hub: Hub) -> FastAPI:
     def nodes(request: Request) -> dict[str, Any]:
         require(request)
         return {"nodes": hub.node_status(), "server_time": time.time()}
+
+    @app.get("/api/deployments")
+    def deployments(request: Request) -> dict[str, Any]:
+        """The control room's view: per deployment, its alerts and its nodes' cameras."""
+        require(request)
+        return {"deployments": hub.deployments_overview(), "server_time": time.time()}
 
     @app.get("/api/events")
     async def events(request: Request) -> Response:

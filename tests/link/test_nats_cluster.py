@@ -24,7 +24,7 @@ from edge.link.nats_sender import NatsSender
 from tests.hub_helpers import PASSWORD, RunningHub, free_port, hub_config, wait_for
 from tests.nats_helpers import Fabric, need_nats_server
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.slow  # ~80 s on 2 cores (20 nodes x 50 alerts, 3 servers, 2 hubs)
 
 DEP = "dep-test"
 NODES = int(os.environ.get("EDGE_FABRIC_NODES", "20"))

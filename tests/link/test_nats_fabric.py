@@ -346,3 +346,37 @@ def test_fleet_example_configs_load() -> None:
     assert load_config(None).alerts.transport == "zmq"  # the default stays ZeroMQ
     with pytest.raises(ConfigError, match="nats.deployments"):
         hub_config(repo, transport="nats")
+
+
+def test_control_room_hub_shows_each_deployment(tmp_path: Path, nats_bin: str) -> None:
+    fabric = Fabric(tmp_path / "nats", 1).start()
+    hub = None
+    senders: list[NatsSender] = []
+    try:
+        hub = nats_hub(tmp_path, fabric, "room", deployments=["north", "south"])
+        n1 = sender(tmp_path, fabric.settings(), "n1", deployment="north")
+        s1 = sender(tmp_path, fabric.settings(), "s1", deployment="south")
+        senders += [n1, s1]
+        for i in range(3):
+            n1.send(alert("n1", i, "north"), JPEG)
+        s1.send(alert("s1", 9, "south"), JPEG)
+        wait_for(lambda: len(hub.store.alert_ids()) == 4, 20, "alerts of both deployments")
+        c = hub.client()
+
+        def overview() -> dict[str, Any]:
+            return {d["deployment_id"]: d for d in c.get("/api/deployments").json()["deployments"]}
+
+        wait_for(lambda: all(d["nodes_online"] == 1 for d in overview().values()), 20,
+                 "a node online in each deployment")
+        got = overview()
+        assert (got["north"]["alerts"], got["south"]["alerts"]) == (3, 1)
+        assert [n["node_id"] for n in got["south"]["node_status"]] == ["s1"]
+        south = c.get("/api/alerts?deployment=south").json()["alerts"]
+        assert [a["node_id"] for a in south] == ["s1"]
+        c.close()
+    finally:
+        for x in senders:
+            x.close(timeout=0)
+        if hub is not None:
+            hub.close()
+        fabric.stop()
