@@ -168,7 +168,7 @@ class NatsHubLink:
     # -- worker thread ----------------------------------------------------------------------
 
     def _work(self) -> None:
-        next_save = 0.0
+        next_save = next_tick = 0.0
         while not self._stop.is_set():
             try:
                 item = self._queue.get(timeout=_POLL_S)
@@ -179,7 +179,9 @@ class NatsHubLink:
             else:
                 self._handle(item)
             now = time.time()
-            self.handler.tick(now)
+            if now >= next_tick:  # not after every message: a burst is stored first
+                next_tick = now + _POLL_S
+                self.handler.tick(now)
             if now >= next_save:
                 next_save = now + _POSITION_EVERY_S
                 self._flush_positions()

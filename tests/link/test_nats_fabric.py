@@ -362,6 +362,7 @@ def test_control_room_hub_shows_each_deployment(tmp_path: Path, nats_bin: str) -
         s1.send(alert("s1", 9, "south"), JPEG)
         wait_for(lambda: len(hub.store.alert_ids()) == 4, 20, "alerts of both deployments")
         c = hub.client()
+        assert c.get("/readyz").status_code == 200  # nats_fabric_connected, store_open
 
         def overview() -> dict[str, Any]:
             return {d["deployment_id"]: d for d in c.get("/api/deployments").json()["deployments"]}
