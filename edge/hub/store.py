@@ -320,18 +320,26 @@ class HubStore:
         return self._card(row) if row else None
 
     def list_alerts(self, open_only: bool = False, limit: int = 100,
-                    deployment: str | None = None) -> list[dict[str, Any]]:
-        """Newest first; ``open_only`` = not yet decided; ``deployment``: only that one's."""
-        conds, args = [], []
+                    deployment: str | None = None,
+                    before: tuple[float, str] | None = None) -> list[dict[str, Any]]:
+        """Newest first (``received_at``, then ``alert_id``, both descending); ``open_only`` =
+        not yet decided; ``deployment``: only that one's; ``before`` = (received_at, alert_id)
+        of the last card of the previous page: only those after it in that order."""
+        conds: list[str] = []
+        args: list[Any] = []
         if open_only:
             conds.append("decision IS NULL")
         if deployment is not None:
             conds.append("deployment_id=?")
             args.append(deployment)
+        if before is not None:
+            conds.append("(received_at < ? OR (received_at = ? AND alert_id < ?))")
+            args += [before[0], before[0], before[1]]
         where = (" WHERE " + " AND ".join(conds)) if conds else ""
         with self._lock:
             rows = self._db.execute(
-                self._SELECT + where + " ORDER BY received_at DESC LIMIT ?", (*args, limit)
+                self._SELECT + where + " ORDER BY received_at DESC, alert_id DESC LIMIT ?",
+                (*args, limit),
             ).fetchall()
         return [self._card(r) for r in rows]
 

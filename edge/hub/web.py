@@ -215,11 +215,19 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.get("/api/alerts")
     def list_alerts(request: Request, open_only: bool = False, limit: int = 100,
-                    deployment: str | None = None) -> dict[str, Any]:
+                    deployment: str | None = None, before: float | None = None,
+                    before_id: str = "") -> dict[str, Any]:
+        """Newest first; the next page: ``before`` / ``before_id`` = the ``received_at`` and
+        ``alert_id`` of the last card of this one."""
         require(request)
         assert hub.store is not None
         limit = max(1, min(limit, 500))
-        cards = [card_event(c) for c in hub.store.list_alerts(open_only, limit, deployment)]
+        if (before_id and not is_id(before_id)) or (before is not None
+                                                     and not math.isfinite(before)):
+            raise HTTPException(status_code=400, detail="bad before / before_id")
+        cursor = (before, before_id) if before is not None else None
+        cards = [card_event(c) for c in hub.store.list_alerts(open_only, limit, deployment,
+                                                              cursor)]
         return {"alerts": cards, "server_time": time.time()}
 
     @app.get("/api/alerts/{alert_id}")
