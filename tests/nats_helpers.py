@@ -10,9 +10,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 import pytest
@@ -27,6 +29,27 @@ from edge.link.nats_fabric import (
 )
 
 ADMIN = ("admin", "admin-secret")
+T = TypeVar("T")
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` in a thread of its own: works beside a running loop too (Playwright's
+    sync API runs one in the test's thread)."""
+    out: list[T] = []
+    err: list[BaseException] = []
+
+    def go() -> None:
+        try:
+            out.append(asyncio.run(coro))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            err.append(exc)
+
+    t = threading.Thread(target=go)
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
+    return out[0]
 
 
 def nats_server_binary() -> str | None:
@@ -161,7 +184,7 @@ class Fabric:
     def start(self) -> Fabric:
         for s in self.servers:
             s.start()
-        asyncio.run(self._setup())
+        run_async(self._setup())
         return self
 
     async def _setup(self) -> None:
@@ -190,7 +213,7 @@ class Fabric:
             finally:
                 await nc.close()
 
-        return asyncio.run(go())
+        return run_async(go())
 
     def stop(self) -> None:
         for s in self.servers:
