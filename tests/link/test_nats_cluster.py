@@ -1,7 +1,8 @@
 """Exactly-once through faults: many nodes -> a 3-server JetStream cluster (R3 streams) -> two
 hubs; one NATS server and one hub (a real `edge hub` process) are killed with SIGKILL mid-run
-and restarted. Every alert is stored once on both hubs, both show the same decisions, and
-every decision is in its node's audit log once."""
+and restarted. Every alert is stored once on both hubs, both show the same decisions, every
+decision is in its node's audit log once, and the restarted hub's tablet, in a real headless
+Chromium, shows every alert exactly once."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -21,10 +24,12 @@ from edge.audit import AuditLog, read_records
 from edge.hub.officers import add_officer
 from edge.hub.synthetic import synthetic_alert, synthetic_jpeg
 from edge.link.nats_sender import NatsSender
+from tests.hub.test_tablet_browser import CHROMIUM, CHROMIUM_ARGS, sign_in
 from tests.hub_helpers import PASSWORD, RunningHub, free_port, hub_config, wait_for
 from tests.nats_helpers import Fabric, need_nats_server
 
-pytestmark = pytest.mark.slow  # ~80 s on 2 cores (20 nodes x 50 alerts, 3 servers, 2 hubs)
+# ~80 s on 2 cores (20 nodes x 50 alerts, 3 servers, 2 hubs), the browser check ~15 s more
+pytestmark = pytest.mark.slow
 
 DEP = "dep-test"
 NODES = int(os.environ.get("EDGE_FABRIC_NODES", "20"))
@@ -108,8 +113,26 @@ class HubProcess:
         return len(ids)
 
 
-def test_exactly_once_through_server_and_hub_kills(tmp_path: Path) -> None:
+@dataclass
+class FaultRun:
+    """What the fault run left running for the checks: both hubs, what was sent and decided."""
+
+    tmp: Path
+    hub_a: RunningHub
+    hub_b: HubProcess
+    sent: dict[str, str] = field(default_factory=dict)  # alert id -> node
+    decided: dict[str, str] = field(default_factory=dict)  # alert id -> decision
+
+    def b_decisions(self) -> dict[str, str | None]:
+        return {k: d for k, (d, fin) in self.hub_b.rows().items() if fin}
+
+
+@pytest.fixture(scope="module")
+def fault_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRun]:
+    """20 nodes x 50 alerts; mid-run a NATS server and hub b are killed (SIGKILL) and
+    restarted; returns once every outbox is delivered and both hubs hold every alert."""
     need_nats_server()
+    tmp_path = tmp_path_factory.mktemp("fault")
     fabric = Fabric(tmp_path / "nats", 3).start()
     hub_a = None
     hub_b = HubProcess(tmp_path, fabric.urls)
@@ -129,8 +152,8 @@ def test_exactly_once_through_server_and_hub_kills(tmp_path: Path) -> None:
             senders.append(NatsSender(
                 tmp_path / f"{node}.outbox.sqlite", fabric.settings(servers=urls), node, DEP,
                 audit=audit, ack_timeout=2.0, max_backoff=2.0, heartbeat_interval=1.0).start())
-        sent: dict[str, str] = {}  # alert id -> node
-        decided: dict[str, str] = {}  # alert id -> decision
+        run = FaultRun(tmp_path, hub_a, hub_b)
+        sent, decided = run.sent, run.decided
         half = PER_NODE // 2
 
         def send_round(r: int) -> None:
@@ -177,32 +200,7 @@ def test_exactly_once_through_server_and_hub_kills(tmp_path: Path) -> None:
         decide_some()
         assert set(hub_a.store.alert_ids()) == set(sent)
         wait_for(lambda: set(hub_b.rows()) == set(sent), 240, "hub b has every alert")
-        assert hub_b.tablet_count() == min(500, total)
-
-        def b_decisions() -> dict[str, str | None]:
-            return {k: d for k, (d, fin) in hub_b.rows().items() if fin}
-
-        wait_for(lambda: b_decisions() == decided, 240, "hub b shows hub a's decisions")
-        def a_final() -> dict[str, str | None]:
-            return {c["alert_id"]: c["decision"] for c in hub_a.store.list_alerts(limit=10**6)
-                    if c["finalized"]}
-
-        wait_for(lambda: a_final() == decided, 240, "hub a final on the same decisions")
-
-        def audited() -> dict[str, list[str]]:
-            out: dict[str, list[str]] = {}
-            for i in range(NODES):
-                recs = read_records(tmp_path / f"node-{i}.audit.jsonl")
-                out[f"node-{i}"] = [x["data"]["alert_id"] for x in recs
-                                    if x["kind"] == "decision"]
-            return out
-
-        want = {f"node-{i}": sorted(a for a in decided if sent[a] == f"node-{i}")
-                for i in range(NODES)}
-        wait_for(lambda: {k: sorted(v) for k, v in audited().items()} == want, 240,
-                 "every decision in its node's audit log")
-        for node, ids in audited().items():
-            assert len(ids) == len(set(ids)), f"{node}: a decision audited twice"
+        yield run
     finally:
         for s in senders:
             s.close(timeout=0)
@@ -212,3 +210,73 @@ def test_exactly_once_through_server_and_hub_kills(tmp_path: Path) -> None:
         if hub_a is not None:
             hub_a.close()
         fabric.stop()
+
+
+def test_exactly_once_through_server_and_hub_kills(fault_run: FaultRun) -> None:
+    run, hub_a, hub_b, decided, sent = (fault_run, fault_run.hub_a, fault_run.hub_b,
+                                        fault_run.decided, fault_run.sent)
+    assert hub_b.tablet_count() == min(500, NODES * PER_NODE)
+    wait_for(lambda: run.b_decisions() == decided, 240, "hub b shows hub a's decisions")
+
+    def a_final() -> dict[str, str | None]:
+        assert hub_a.store is not None
+        return {c["alert_id"]: c["decision"] for c in hub_a.store.list_alerts(limit=10**6)
+                if c["finalized"]}
+
+    wait_for(lambda: a_final() == decided, 240, "hub a final on the same decisions")
+
+    def audited() -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for i in range(NODES):
+            recs = read_records(run.tmp / f"node-{i}.audit.jsonl")
+            out[f"node-{i}"] = [x["data"]["alert_id"] for x in recs
+                                if x["kind"] == "decision"]
+        return out
+
+    want = {f"node-{i}": sorted(a for a in decided if sent[a] == f"node-{i}")
+            for i in range(NODES)}
+    wait_for(lambda: {k: sorted(v) for k, v in audited().items()} == want, 240,
+             "every decision in its node's audit log")
+    for node, ids in audited().items():
+        assert len(ids) == len(set(ids)), f"{node}: a decision audited twice"
+
+
+@pytest.mark.browser
+def test_restarted_hubs_tablet_shows_every_alert_once(fault_run: FaultRun) -> None:
+    """Hub b (killed and restarted) in headless Chromium: the tablet's list, page after page
+    ("Show earlier alerts"), renders every alert exactly once, the decided ones as decided."""
+    if not CHROMIUM.exists():
+        pytest.skip("the tablet check needs /usr/bin/chromium (Debian package `chromium`)")
+    from playwright.sync_api import sync_playwright
+
+    run = fault_run
+    wait_for(lambda: run.b_decisions() == run.decided, 240, "hub b shows hub a's decisions")
+    url = f"http://127.0.0.1:{run.hub_b.port}"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1024, "height": 768}).new_page()
+        try:
+            sign_in(page, url, "pc2")
+            cards = page.locator("article[data-alert-id]")
+            older = page.locator("#load-older")
+            cards.first.wait_for(timeout=20000)
+            pages = 0
+            while True:  # the list comes 200 at a time; the officer asks for earlier ones
+                wait_for(lambda: older.is_hidden() or older.is_enabled(), 30, "page loaded")
+                if older.is_hidden():
+                    break
+                pages += 1
+                assert pages <= NODES * PER_NODE // 200 + 2, "more pages than alerts"
+                older.click()
+            assert pages >= (NODES * PER_NODE - 1) // 200  # it did page through the list
+            ids = cards.evaluate_all("els => els.map(e => e.dataset.alertId)")
+            assert len(ids) == len(set(ids)), "an alert rendered twice"
+            assert set(ids) == set(run.sent)
+            shown = dict(page.locator("#decided article").evaluate_all(
+                "els => els.map(e => [e.dataset.alertId, e.dataset.decision])"))
+            assert shown == run.decided
+            assert page.locator("#open article").count() == len(run.sent) - len(run.decided)
+            assert page.locator("#deployments").is_hidden()  # one deployment: no selector
+            assert page.locator("#deployment-filter").is_hidden()
+        finally:
+            browser.close()
