@@ -28,7 +28,7 @@ from tests.hub.test_tablet_browser import CHROMIUM, CHROMIUM_ARGS, sign_in
 from tests.hub_helpers import PASSWORD, RunningHub, free_port, hub_config, wait_for
 from tests.nats_helpers import Fabric, need_nats_server
 
-# ~80 s on 2 cores (20 nodes x 50 alerts, 3 servers, 2 hubs), the browser check ~15 s more
+# 40-80 s on 2 cores (20 nodes x 50 alerts, 3 servers, 2 hubs); the browser check ~5 s of it
 pytestmark = pytest.mark.slow
 
 DEP = "dep-test"
