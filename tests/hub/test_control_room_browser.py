@@ -84,6 +84,9 @@ def test_control_room_tablet_per_deployment(tmp_path: Path, browser) -> None:  #
         south.locator(".dep-pick").click()
         wait_for(lambda: shown() == ids["north"] | ids["south"], 10, "all alerts again")
         assert page.locator("#deployment-filter").input_value() == ""
+        # a portrait tablet: the deployment lines wrap, nothing overflows sideways
+        page.set_viewport_size({"width": 768, "height": 1024})
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     finally:
         ctx.close()
         for s in senders:
