@@ -149,7 +149,22 @@ class MatchSection(_Section):
     threshold: float = Field(0.60, gt=0, lt=1, description="cosine similarity to alert at")
 
 
+class AlertsNatsSection(_Section):
+    """The NATS JetStream fabric (``alerts.transport = "nats"``); paths are read at start."""
+
+    servers: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"], min_length=1)
+    user: str | None = None
+    password_file: str | None = None
+    nkey_seed_file: str | None = None
+    creds_file: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    connect_timeout_s: float = Field(2.0, gt=0, le=60)
+
+
 class AlertsSection(_Section):
+    transport: Literal["zmq", "nats"] = "zmq"
     endpoint: str = "tcp://127.0.0.1:5560"
     outbox: str = "state/outbox.sqlite"
     cooldown_s: float = Field(60.0, ge=0, le=86400, description="per subject, after a track alerted")
@@ -157,6 +172,7 @@ class AlertsSection(_Section):
     console: bool = True
     hub_public_key: str | None = None
     node_secret_key: str | None = None
+    nats: AlertsNatsSection = AlertsNatsSection()
 
 
 class PrivacySection(_Section):

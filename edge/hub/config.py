@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge.config import read_toml, validation_error
+from edge.errors import ConfigError
+from edge.link.nats_fabric import NatsSettings, check_token
 from edge.link.zeromq import CurveServerConfig
 
 
@@ -105,7 +107,41 @@ class MetricsSection(_Section):
     port: int = Field(9101, ge=0, le=65535, description="0 = off")
 
 
+class NatsSection(_Section):
+    """The NATS JetStream fabric (``transport = "nats"``): several hubs, many deployments."""
+
+    servers: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"], min_length=1)
+    hub_name: str = Field("hub-1", description="this hub's fabric identity (its consumers)")
+    deployments: list[str] = Field(default_factory=list, description="deployments it serves")
+    user: str | None = None
+    password_file: str | None = None
+    nkey_seed_file: str | None = None
+    creds_file: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    connect_timeout_s: float = Field(2.0, gt=0, le=60)
+    create_streams: bool = Field(False, description="create the two streams if missing "
+                                 "(needs credentials that may)")
+    replicas: int = Field(1, ge=1, le=5, description="stream replicas when creating them")
+    rejected_stream_grace_s: float = Field(
+        600.0, ge=0, le=86400, description="a rejected alert (its probe) is deleted from the "
+        "stream this long after the decision: a hub away for longer never sees it")
+
+    def settings(self) -> NatsSettings:
+        def p(v: str | None) -> Path | None:
+            return Path(v) if v else None
+
+        return NatsSettings(
+            servers=tuple(self.servers), user=self.user, password_file=p(self.password_file),
+            nkey_seed_file=p(self.nkey_seed_file), creds_file=p(self.creds_file),
+            tls_ca=p(self.tls_ca), tls_cert=p(self.tls_cert), tls_key=p(self.tls_key),
+            connect_timeout_s=self.connect_timeout_s, name=f"hub {self.hub_name}")
+
+
 class HubConfig(_Section):
+    transport: Literal["zmq", "nats"] = "zmq"
+    nats: NatsSection = NatsSection()
     zmq: ZmqSection = ZmqSection()
     http: HttpSection = HttpSection()
     store: StoreSection = StoreSection()
@@ -113,6 +149,19 @@ class HubConfig(_Section):
     ui: UiSection = UiSection()
     metrics: MetricsSection = MetricsSection()
     push: PushSection = PushSection()
+
+    @model_validator(mode="after")
+    def _fabric(self) -> HubConfig:
+        if self.transport == "nats":
+            if not self.nats.deployments:
+                raise ValueError("transport nats needs nats.deployments (the ones it serves)")
+            try:
+                check_token(self.nats.hub_name, "nats.hub_name")
+                for d in self.nats.deployments:
+                    check_token(d, "deployment")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return self
 
     def curve(self) -> CurveServerConfig | None:
         """CURVE server settings, or None for plain (loopback-only) transport."""
@@ -129,6 +178,9 @@ def load_hub_config(path: str | Path | None = None, overrides: dict[str, Any] | 
     data: dict[str, Any] = read_toml(path, "hub config") if path is not None else {}
     for dotted, value in (overrides or {}).items():
         if value is None:
+            continue
+        if "." not in dotted:  # a top-level key (transport)
+            data[dotted] = value
             continue
         section, key = dotted.split(".", 1)
         data.setdefault(section, {})[key] = value

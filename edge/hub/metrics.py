@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 
 
 def hub_checks(hub: Hub) -> dict[str, bool]:
-    """What the hub's ``/readyz`` checks: its store is open and its ZeroMQ router runs."""
+    """What the hub's ``/readyz`` checks: its store is open and its ZeroMQ router runs (or,
+    on the NATS fabric, it is connected)."""
+    fabric = getattr(hub, "fabric", None)
+    if fabric is not None:  # transport "nats": ready while connected to the fabric
+        return {"store_open": hub.store is not None, "nats_fabric_connected": fabric.connected}
     router = getattr(hub, "_router", None)
     thread = getattr(router, "_thread", None)
     return {
@@ -53,6 +57,12 @@ class HubMetrics:
         self.handshakes_refused = Counter(
             "edge_hub_handshakes_refused",
             "ZeroMQ connections refused at the handshake (wrong/unknown CURVE key)",
+            ["reason"],
+            registry=r,
+        )
+        self.fabric_errors = Counter(
+            "edge_hub_fabric_errors",
+            "NATS fabric errors: auth, permission (a deployment it may not read), timeout...",
             ["reason"],
             registry=r,
         )

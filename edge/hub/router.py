@@ -32,6 +32,10 @@ class Incoming:
     frames: list[bytes]
     peer: str | None  # the node name its CURVE key authenticates; None without CURVE
     route: bytes  # opaque return address for HubRouter.send
+    # on the NATS fabric: the deployment of the subject it came on (authorised by NATS
+    # permissions, like ``peer``) and its sequence number in the alerts stream
+    deployment: str | None = None
+    seq: int = 0
 
 
 class NodeMessages(Protocol):

@@ -21,12 +21,14 @@ from edge.hub.cameras import CameraBoard
 from edge.hub.config import HubConfig
 from edge.hub.images import check_jpeg
 from edge.hub.metrics import HubMetrics
+from edge.hub.nats_link import NatsHubLink
 from edge.hub.officers import Officers
 from edge.hub.push import PushNotifier
 from edge.hub.router import HubRouter, Incoming
 from edge.hub.store import HubStore
 from edge.link.schema import (
     ALERT,
+    DECISION,
     DECISION_ACK,
     DECISIONS,
     HEARTBEAT,
@@ -37,6 +39,7 @@ from edge.link.schema import (
     MessageError,
     Nack,
     decode_with_reference,
+    parse_decision,
     parse_decision_ack,
     parse_heartbeat,
 )
@@ -44,6 +47,7 @@ from edge.link.schema import (
 log = logging.getLogger(__name__)
 
 _DECISION_RESEND_S = 2.0
+_REPUBLISH_S = 5.0  # a decision published to the fabric but not read back yet goes again
 _REFUSAL_LOG_S = 60.0  # a refused heartbeat is logged at most this often per reason
 
 
@@ -112,6 +116,10 @@ class Hub:
         self.store: HubStore | None = None
         self.officers = Officers(Path(cfg.store.officers_file))
         self._router: HubRouter | None = None
+        self.fabric: NatsHubLink | None = None  # transport "nats": the JetStream fabric
+        self._published: dict[str, float] = {}  # decision/outcome id -> when published
+        self._next_stream_purge = 0.0
+        self._node_deployment: dict[str, str] = {}  # node -> deployment it was heard on
         self._routes: dict[str, bytes] = {}  # node_id -> where the router reaches it
         self._last_seen: dict[str, float] = {}
         self.cameras = CameraBoard(self.metrics)
@@ -134,15 +142,36 @@ class Hub:
         try:
             if self.cfg.push.enabled:
                 self.push = PushNotifier(self.cfg.push, self.store, self.metrics).start()
-            self._router = HubRouter(self.cfg.zmq.bind, self.cfg.curve(), self)
+            if self.cfg.transport == "nats":
+                store = self.store
+                self.fabric = NatsHubLink(self.cfg.nats, self, store.fabric_position,
+                                          store.set_fabric_position)
+            else:
+                self._router = HubRouter(self.cfg.zmq.bind, self.cfg.curve(), self)
         except Exception:
             if self.push is not None:
                 self.push.stop()
                 self.push = None
             self.store.close()
             raise
-        self.endpoint = self._router.endpoint
         self.purge()
+        if self.fabric is not None:
+            self.endpoint = self.fabric.endpoint
+            try:
+                self.fabric.start()
+            except Exception:
+                self.fabric = None
+                if self.push is not None:
+                    self.push.stop()
+                    self.push = None
+                self.store.close()
+                self.store = None
+                raise
+            log.info("hub reading deployments %s from the NATS fabric %s",
+                     ", ".join(self.cfg.nats.deployments), self.endpoint)
+            return self
+        assert self._router is not None
+        self.endpoint = self._router.endpoint
         self._router.start()
         log.info("hub listening for nodes on %s", self.endpoint)
         return self
@@ -153,6 +182,9 @@ class Hub:
         if self._router is not None:
             self._router.stop()
             self._router = None
+        if self.fabric is not None:
+            self.fabric.stop()
+            self.fabric = None
         if self.push is not None:
             self.push.stop()
             self.push = None
@@ -170,12 +202,14 @@ class Hub:
         now = time.time()
         status, card = self.store.decide(
             alert_id, decision, officer, now, self.cfg.retention.purge_rejected_probe,
-            undo_s=self.cfg.ui.undo_s,
+            undo_s=self.cfg.ui.undo_s, defer=self.fabric is not None,
         )
         if status == "ok" and card is not None:
             self.bus.publish({"type": "decision", "card": card_event(card)})
             if card["finalized"]:
                 self._finalized([card])
+            elif self.fabric is not None and self.cfg.ui.undo_s <= 0:
+                self.fabric.wake()  # no undo window: publish it at once
         return status, card
 
     def undo(self, alert_id: str, officer: str) -> tuple[str, dict[str, Any] | None]:
@@ -196,6 +230,8 @@ class Hub:
             self.bus.publish({"type": "decision", "card": card_event(card)})
             if self._router is not None:
                 self._router.wake()
+            if self.fabric is not None:
+                self.fabric.wake()
         return status, card
 
     def _finalized(self, cards: list[dict[str, Any]]) -> None:
@@ -229,6 +265,7 @@ class Hub:
             out.append(
                 {
                     "node_id": name,
+                    "deployment": self._node_deployment.get(name),
                     "camera": cams.get(name, ""),
                     "last_seen": last or None,
                     "online": online,
@@ -238,6 +275,24 @@ class Hub:
                     "cameras": self.cameras.cameras(name, online, last or None, now),
                 }
             )
+        return out
+
+    def deployments_overview(self) -> list[dict[str, Any]]:
+        """Per deployment (the ones served, and any an alert or node names): open and total
+        alerts, its nodes online, and their cameras' health."""
+        counts = self.store.alert_counts() if self.store is not None else {}
+        names = set(counts)
+        if self.cfg.transport == "nats":
+            names |= set(self.cfg.nats.deployments)
+        nodes = self.node_status()
+        names |= {n["deployment"] for n in nodes if n["deployment"]}
+        out = []
+        for dep in sorted(names):
+            mine = [n for n in nodes if n["deployment"] == dep]
+            c = counts.get(dep, {"total": 0, "open": 0})
+            out.append({"deployment_id": dep, "alerts": c["total"], "open_alerts": c["open"],
+                        "nodes": len(mine), "nodes_online": sum(n["online"] for n in mine),
+                        "node_status": mine})
         return out
 
     def _is_online(self, node_id: str, now: float) -> bool:
@@ -276,7 +331,11 @@ class Hub:
         self.metrics.nodes_online.set(len(online))
         self.cameras.update_metrics(lambda n: n in online)
         if self.store is not None:
-            self._finalized(self.store.finalize_due(now, self.cfg.retention.purge_rejected_probe))
+            if self.fabric is not None:
+                self._publish_decisions(now)
+            else:
+                self._finalized(self.store.finalize_due(now,
+                                                        self.cfg.retention.purge_rejected_probe))
         if now >= self._next_purge:
             self._next_purge = now + self.cfg.retention.purge_interval_s
             try:
@@ -291,6 +350,80 @@ class Hub:
             # Whatever a node sends, the hub keeps running.
             self._refuse("internal")
             log.exception("error handling a node message")
+
+    # -- on the fabric's worker thread (edge.hub.nats_link.NatsHubLink) ------------------
+
+    def handle_fabric(self, msg: Incoming) -> bool:
+        """One message read from the fabric; False when it could not be handled now (the
+        store failed): it is not acked, so it comes again."""
+        try:
+            if msg.frames and msg.frames[0] == DECISION:
+                self._on_fabric_decision(msg)
+            else:
+                self._dispatch(msg)
+        except Exception:
+            self._refuse("internal")
+            log.exception("error handling a fabric message")
+            return False
+        return True
+
+    def fabric_error(self, reason: str) -> None:
+        self.metrics.fabric_errors.labels(reason).inc()
+
+    def _publish_decisions(self, now: float) -> None:
+        """Decisions past their undo window, and outcomes, go to the stream as events; they
+        are final here (as on every hub) when read back from it."""
+        assert self.store is not None and self.fabric is not None
+        for key, at in list(self._published.items()):
+            if now - at > 10 * _REPUBLISH_S:
+                del self._published[key]
+        for d in self.store.due_decisions(now):
+            if now - self._published.get(d["decision_id"], 0.0) < _REPUBLISH_S:
+                continue
+            frames = Decision(d["decision_id"], d["alert_id"], d["decision"], d["officer"],
+                              d["decision_at"]).to_frames()
+            if self.fabric.publish(d["deployment_id"], d["node_id"], "decision", frames,
+                                   d["decision_id"]):
+                self._published[d["decision_id"]] = now
+        if self.cfg.retention.purge_rejected_probe and now >= self._next_stream_purge:
+            # A rejected alert's probe leaves the stream too, once hubs that were away (a
+            # restart) have had time to read the alert and its decision in order.
+            self._next_stream_purge = now + _REPUBLISH_S
+            grace = self.cfg.nats.rejected_stream_grace_s
+            for alert_id, seq in self.store.rejected_in_stream(now - grace):
+                self.fabric.delete_from_stream(seq)
+                self.store.forget_fabric_seq(alert_id)
+        for o in self.store.undelivered_outcomes(sent_before=now - _REPUBLISH_S):
+            row = self.store.get_alert(o["alert_id"])
+            if row is None:
+                continue
+            frames = Decision(o["outcome_id"], o["alert_id"], o["decision"], o["outcome_officer"],
+                              o["outcome_at"], outcome=o["outcome"]).to_frames()
+            if self.fabric.publish(row["deployment_id"], o["node_id"], "decision", frames,
+                                   o["outcome_id"]):
+                self.store.mark_outcome_sent(o["outcome_id"], now)
+
+    def _on_fabric_decision(self, msg: Incoming) -> None:
+        assert self.store is not None
+        try:
+            d = parse_decision(msg.frames)
+        except MessageError as exc:
+            self._refuse(exc.reason)
+            self._log_refusal(exc.reason, f"refused a decision event on the fabric: {exc}")
+            return
+        if d.outcome is not None:
+            status, card = self.store.apply_outcome(d.alert_id, d.decision_id, d.outcome,
+                                                    d.officer, d.decided_at)
+            if status == "ok" and card is not None:
+                self.metrics.outcomes.labels(d.outcome).inc()
+                self.bus.publish({"type": "decision", "card": card_event(card)})
+            return
+        status, card = self.store.apply_decision(
+            d.alert_id, d.decision_id, d.decision, d.officer, d.decided_at,
+            self.cfg.retention.purge_rejected_probe)
+        self._published.pop(d.decision_id, None)
+        if status == "ok" and card is not None:
+            self._finalized([card])
 
     def _refuse(self, reason: str) -> None:
         self.metrics.messages_refused.labels(reason).inc()
@@ -333,6 +466,11 @@ class Hub:
             log.warning("refused alert: node_id does not match the sender's key (%s)", msg.peer)
             self._reply(msg.route, Nack(alert.alert_id, "node_id_mismatch").to_frames())
             return
+        if msg.deployment is not None and alert.deployment_id != msg.deployment:
+            self._refuse("deployment_mismatch")
+            self._log_refusal("deployment_mismatch", f"refused alert from {msg.peer}: its "
+                              f"deployment is not the subject's ({msg.deployment})")
+            return
         try:  # really decoded, within size limits: tablets are served only real images
             check_jpeg(probe, "jpeg")
             if ref is not None:
@@ -344,7 +482,9 @@ class Hub:
             return
         if self._heard(alert.node_id, msg.route, now):
             self.bus.publish({"type": "nodes"})
-        new = self.store.insert_alert(alert, probe, ref, now)
+        if msg.deployment is not None:
+            self._node_deployment[alert.node_id] = msg.deployment
+        new = self.store.insert_alert(alert, probe, ref, now, fabric_seq=msg.seq or None)
         if new:
             self.metrics.alerts_received.inc()
             self.metrics.capture_to_hub.observe(max(0.0, now - alert.captured_at))
@@ -372,6 +512,13 @@ class Hub:
             self._log_refusal("node_id_mismatch", f"refused heartbeat: node_id does not match "
                               f"the sender's key ({msg.peer})")
             return
+        if msg.deployment is not None:
+            if beat.deployment is not None and beat.deployment.deployment_id != msg.deployment:
+                self._refuse("deployment_mismatch")
+                self._log_refusal("deployment_mismatch", f"refused heartbeat from {msg.peer}: "
+                                  f"its deployment is not the subject's ({msg.deployment})")
+                return
+            self._node_deployment[beat.node_id] = msg.deployment
         now = time.time()
         if beat.stopping is not None:
             if beat.node_id not in self._stopped:
@@ -429,6 +576,8 @@ class Hub:
     def _push_decisions(self, node_id: str | None = None, only_new: bool = False) -> None:
         """Send decisions not yet acked by their node (re-sent at most every 2 s)."""
         assert self.store is not None
+        if self.fabric is not None:
+            return  # on the fabric nodes read their decisions from the stream
         now = time.time()
         sent_before = 0.0 if only_new else now - _DECISION_RESEND_S
         for d in self.store.undelivered_decisions(node_id, sent_before=sent_before):

@@ -95,7 +95,7 @@ CARD_FIELDS = (
 )
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # user_version -> statements bringing a store of that version to the next. v0: stores written
 # before the schema was versioned (the tables of _SCHEMA). Each step runs in one transaction.
 _MIGRATIONS: dict[int, str] = {
@@ -145,6 +145,15 @@ _MIGRATIONS: dict[int, str] = {
         created REAL NOT NULL
     );
     CREATE INDEX IF NOT EXISTS push_by_session ON push_subscriptions(token_hash)
+    """,
+    # v4: the NATS fabric. How far this store has read each consumer (its SQLite is a view of
+    # the stream, rebuilt from there when lost) and where each alert sits in the stream.
+    3: """
+    CREATE TABLE IF NOT EXISTS fabric_positions(
+        consumer TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL
+    );
+    ALTER TABLE alerts ADD COLUMN fabric_seq INTEGER
     """,
 }
 
@@ -254,9 +263,13 @@ class HubStore:
     # -- alerts -------------------------------------------------------------------------
 
     def insert_alert(
-        self, alert: Alert, probe: bytes, reference: bytes | None, received_at: float
+        self, alert: Alert, probe: bytes, reference: bytes | None, received_at: float,
+        fabric_seq: int | None = None,
     ) -> bool:
-        """Store an alert once; False when that alert_id is already stored (a re-send)."""
+        """Store an alert once; False when that alert_id is already stored (a re-send).
+
+        ``fabric_seq``: its sequence number in the NATS alerts stream (to delete it there when
+        a rejection purges the probe)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -264,14 +277,14 @@ class HubStore:
                     "INSERT OR IGNORE INTO alerts(alert_id, node_id, camera, deployment_id,"
                     " track_id, subject_id, display_name, category, score, threshold,"
                     " captured_at, decided_at, frame_index, bbox, reference_image_id,"
-                    " received_at, probe, reference) VALUES"
-                    " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " received_at, probe, reference, fabric_seq) VALUES"
+                    " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         alert.alert_id, alert.node_id, alert.camera, alert.deployment_id,
                         alert.track_id, alert.subject_id, alert.display_name, alert.category,
                         float(alert.score), float(alert.threshold), float(alert.captured_at),
                         float(alert.decided_at), alert.frame_index, json.dumps(alert.bbox),
-                        alert.reference_image_id, received_at, probe, reference,
+                        alert.reference_image_id, received_at, probe, reference, fabric_seq,
                     ),
                 )
                 new = cur.rowcount == 1
@@ -306,14 +319,37 @@ class HubStore:
             row = self._db.execute(self._SELECT + " WHERE alert_id=?", (alert_id,)).fetchone()
         return self._card(row) if row else None
 
-    def list_alerts(self, open_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
-        """Newest first; ``open_only`` = not yet decided."""
-        where = " WHERE decision IS NULL" if open_only else ""
+    def list_alerts(self, open_only: bool = False, limit: int = 100,
+                    deployment: str | None = None,
+                    before: tuple[float, str] | None = None) -> list[dict[str, Any]]:
+        """Newest first (``received_at``, then ``alert_id``, both descending); ``open_only`` =
+        not yet decided; ``deployment``: only that one's; ``before`` = (received_at, alert_id)
+        of the last card of the previous page: only those after it in that order."""
+        conds: list[str] = []
+        args: list[Any] = []
+        if open_only:
+            conds.append("decision IS NULL")
+        if deployment is not None:
+            conds.append("deployment_id=?")
+            args.append(deployment)
+        if before is not None:
+            conds.append("(received_at < ? OR (received_at = ? AND alert_id < ?))")
+            args += [before[0], before[0], before[1]]
+        where = (" WHERE " + " AND ".join(conds)) if conds else ""
         with self._lock:
             rows = self._db.execute(
-                self._SELECT + where + " ORDER BY received_at DESC LIMIT ?", (limit,)
+                self._SELECT + where + " ORDER BY received_at DESC, alert_id DESC LIMIT ?",
+                (*args, limit),
             ).fetchall()
         return [self._card(r) for r in rows]
+
+    def alert_counts(self) -> dict[str, dict[str, int]]:
+        """deployment_id -> {"total", "open"} alerts held."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT deployment_id, COUNT(*), SUM(decision IS NULL) FROM alerts"
+                " GROUP BY deployment_id").fetchall()
+        return {r[0]: {"total": int(r[1]), "open": int(r[2] or 0)} for r in rows}
 
     def count_alerts(self) -> int:
         with self._lock:
@@ -335,12 +371,13 @@ class HubStore:
 
     def decide(
         self, alert_id: str, decision: str, officer: str, now: float, purge_probe: bool,
-        undo_s: float = 0.0,
+        undo_s: float = 0.0, defer: bool = False,
     ) -> tuple[str, dict[str, Any] | None]:
         """Record the first decision on an alert: ("ok"|"not_found"|"already", card).
 
         It stays undoable for ``undo_s``: only :meth:`finalize_due` counts it, purges a
-        rejected probe and releases it to the node.
+        rejected probe and releases it to the node. ``defer``: never final here, even with
+        no undo window (on the NATS fabric the stream makes it final: :meth:`apply_decision`).
         """
         if decision not in DECISIONS:
             raise ValueError("bad decision value")
@@ -362,7 +399,7 @@ class HubStore:
                     " WHERE alert_id=?",
                     (decision, officer, now, did, now + max(0.0, undo_s), alert_id),
                 )
-                if undo_s <= 0:
+                if undo_s <= 0 and not defer:
                     self._finalize(alert_id, purge_probe)
                 self._db.execute("COMMIT")
             except BaseException:
@@ -411,6 +448,85 @@ class HubStore:
                 raise
             return [c for c in (self.get_alert(a) for a in ids) if c is not None]
 
+    # -- the NATS fabric: decisions and outcomes are events in the stream ----------------
+
+    def due_decisions(self, now: float) -> list[dict[str, Any]]:
+        """Decisions taken here whose undo window has passed, not yet final (to publish)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT alert_id, node_id, deployment_id, decision_id, decision, officer,"
+                " decision_at FROM alerts WHERE decision IS NOT NULL AND finalized=0"
+                " AND final_at<=?", (now,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def apply_decision(self, alert_id: str, decision_id: str, decision: str, officer: str,
+                       decided_at: float, purge_probe: bool
+                       ) -> tuple[str, dict[str, Any] | None]:
+        """A decision event read from the stream: the first per alert (in stream order) is
+        final on every hub: ("ok"|"not_found"|"already", card).
+
+        A decision of this hub not yet final (another hub's came first) is replaced by it.
+        """
+        if decision not in DECISIONS:
+            raise ValueError("bad decision value")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT finalized FROM alerts WHERE alert_id=?", (alert_id,)).fetchone()
+                if row is None or row["finalized"]:
+                    self._db.execute("ROLLBACK")
+                    return ("not_found" if row is None else "already"), None
+                self._db.execute(
+                    "UPDATE alerts SET decision=?, officer=?, decision_at=?, decision_id=?,"
+                    " decision_delivered=1, final_at=? WHERE alert_id=?",
+                    (decision, officer, decided_at, decision_id, decided_at, alert_id))
+                self._finalize(alert_id, purge_probe)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return "ok", self.get_alert(alert_id)
+
+    def rejected_in_stream(self, decided_before: float) -> list[tuple[str, int]]:
+        """(alert_id, stream seq) of final rejections still in the alerts stream."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT alert_id, fabric_seq FROM alerts WHERE decision='reject' AND finalized=1"
+                " AND fabric_seq IS NOT NULL AND decision_at<?", (decided_before,)).fetchall()
+        return [(r[0], int(r[1])) for r in rows]
+
+    def forget_fabric_seq(self, alert_id: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE alerts SET fabric_seq=NULL WHERE alert_id=?", (alert_id,))
+
+    def apply_outcome(self, alert_id: str, outcome_id: str, outcome: str, officer: str,
+                      at: float) -> tuple[str, dict[str, Any] | None]:
+        """An outcome event read from the stream: recorded once per alert, on every hub."""
+        with self._lock:
+            row = self._db.execute("SELECT outcome_id FROM alerts WHERE alert_id=?",
+                                   (alert_id,)).fetchone()
+        if row is not None and row["outcome_id"] == outcome_id:
+            self.mark_outcome_delivered(outcome_id)  # this hub's own, back from the stream
+            return "already", None
+        status, card = self.set_outcome(alert_id, outcome, officer, at, outcome_id=outcome_id)
+        if status == "ok":
+            self.mark_outcome_delivered(outcome_id)
+        return status, card
+
+    def fabric_position(self, consumer: str) -> int:
+        """The last stream sequence this store holds from ``consumer`` (0: none)."""
+        with self._lock:
+            row = self._db.execute("SELECT seq FROM fabric_positions WHERE consumer=?",
+                                   (consumer,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_fabric_position(self, consumer: str, seq: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO fabric_positions(consumer, seq) VALUES(?,?) ON CONFLICT(consumer)"
+                " DO UPDATE SET seq=max(seq, excluded.seq)", (consumer, seq))
+
     def _finalize(self, alert_id: str, purge_probe: bool) -> None:
         """Count a decision and apply its consequences (inside the caller's transaction)."""
         row = self._db.execute(
@@ -429,8 +545,8 @@ class HubStore:
             (row["node_id"], row["camera"], row["deployment_id"]),
         )
 
-    def set_outcome(self, alert_id: str, outcome: str, officer: str, now: float
-                    ) -> tuple[str, dict[str, Any] | None]:
+    def set_outcome(self, alert_id: str, outcome: str, officer: str, now: float,
+                    outcome_id: str | None = None) -> tuple[str, dict[str, Any] | None]:
         """Record what happened after a final decision, once: ("ok"|"not_found"|"not_final"|
         "already", card). Counted in the deployment record, sent to the node's audit log."""
         if outcome not in OUTCOMES:
@@ -449,7 +565,7 @@ class HubStore:
                 self._db.execute(
                     "UPDATE alerts SET outcome=?, outcome_at=?, outcome_id=?, outcome_officer=?,"
                     " outcome_delivered=0, outcome_sent_at=0 WHERE alert_id=?",
-                    (outcome, now, uuid.uuid4().hex, officer, alert_id))
+                    (outcome, now, outcome_id or uuid.uuid4().hex, officer, alert_id))
                 key = (row["node_id"], row["camera"], row["deployment_id"])
                 st = self._db.execute(
                     "SELECT outcomes FROM stats WHERE node_id=? AND camera=? AND deployment_id=?",

@@ -214,12 +214,20 @@ def create_app(hub: Hub) -> FastAPI:
                 "undo_s": cfg.ui.undo_s, "outcomes": list(OUTCOMES), "server_time": time.time()}
 
     @app.get("/api/alerts")
-    def list_alerts(request: Request, open_only: bool = False, limit: int = 100
-                    ) -> dict[str, Any]:
+    def list_alerts(request: Request, open_only: bool = False, limit: int = 100,
+                    deployment: str | None = None, before: float | None = None,
+                    before_id: str = "") -> dict[str, Any]:
+        """Newest first; the next page: ``before`` / ``before_id`` = the ``received_at`` and
+        ``alert_id`` of the last card of this one."""
         require(request)
         assert hub.store is not None
         limit = max(1, min(limit, 500))
-        cards = [card_event(c) for c in hub.store.list_alerts(open_only, limit)]
+        if (before_id and not is_id(before_id)) or (before is not None
+                                                     and not math.isfinite(before)):
+            raise HTTPException(status_code=400, detail="bad before / before_id")
+        cursor = (before, before_id) if before is not None else None
+        cards = [card_event(c) for c in hub.store.list_alerts(open_only, limit, deployment,
+                                                              cursor)]
         return {"alerts": cards, "server_time": time.time()}
 
     @app.get("/api/alerts/{alert_id}")
@@ -359,6 +367,12 @@ def create_app(hub: Hub) -> FastAPI:
     def nodes(request: Request) -> dict[str, Any]:
         require(request)
         return {"nodes": hub.node_status(), "server_time": time.time()}
+
+    @app.get("/api/deployments")
+    def deployments(request: Request) -> dict[str, Any]:
+        """The control room's view: per deployment, its alerts and its nodes' cameras."""
+        require(request)
+        return {"deployments": hub.deployments_overview(), "server_time": time.time()}
 
     @app.get("/api/events")
     async def events(request: Request) -> Response:

@@ -40,6 +40,10 @@ class LinkMetrics:
         self.messages_refused = Counter(
             "edge_node_messages_refused", "Malformed messages from the hub", ["reason"], registry=r
         )
+        self.fabric_errors = Counter(
+            "edge_node_fabric_errors", "NATS fabric errors (auth, permission, timeout...)",
+            ["reason"], registry=r
+        )
         self.ack_latency = Histogram(
             "edge_node_alert_ack_seconds",
             "Outbox write to hub ack",

@@ -23,7 +23,10 @@ from edge.errors import ConfigError, EdgeError, SourceError
 from edge.exporter import Health, MetricsServer, serve_metrics
 from edge.face.registry import FaceModels, load_face_models
 from edge.link.metrics import LinkMetrics
+from edge.link.nats_fabric import NatsSettings
+from edge.link.nats_sender import NatsSender
 from edge.link.schema import DeploymentInfo
+from edge.link.sender import OutboxSender
 from edge.link.zeromq import CurveConfig
 from edge.link.zmq_sender import ZmqSender
 from edge.node.camera import CameraSpec, camera_specs
@@ -164,14 +167,28 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str
         audit.close()
         raise
     names = ", ".join(spec.name for spec in specs)
-    sender = ZmqSender(Path(cfg.alerts.outbox), cfg.alerts.endpoint, cfg.node.node_id, curve,
-                       audit=audit, metrics=link_metrics, camera=names[:128],
-                       counts=site.totals, health=site.health, audit_head=audit.anchor,
-                       deployment=DeploymentInfo(
-                           wl.meta.deployment_id[:64] or "unspecified",
-                           wl.meta.authorising_officer[:256], wl.meta.window_start,
-                           wl.meta.window_end, len(wl.subjects)))
-    sender.start()
+    deployment = DeploymentInfo(
+        wl.meta.deployment_id[:64] or "unspecified", wl.meta.authorising_officer[:256],
+        wl.meta.window_start, wl.meta.window_end, len(wl.subjects))
+    sender: OutboxSender
+    if cfg.alerts.transport == "nats":
+        # the subject's deployment is the watchlist's: alerts carry it, the hub checks both
+        sender = NatsSender(Path(cfg.alerts.outbox), nats_settings(cfg), cfg.node.node_id,
+                            wl.meta.deployment_id, audit=audit, metrics=link_metrics,
+                            camera=names[:128], counts=site.totals, health=site.health,
+                            audit_head=audit.anchor, deployment=deployment)
+    else:
+        sender = ZmqSender(Path(cfg.alerts.outbox), cfg.alerts.endpoint, cfg.node.node_id,
+                           curve, audit=audit, metrics=link_metrics, camera=names[:128],
+                           counts=site.totals, health=site.health, audit_head=audit.anchor,
+                           deployment=deployment)
+    try:
+        sender.start()
+    except BaseException:
+        if metrics_server is not None:
+            metrics_server.close()
+        audit.close()
+        raise
     readiness.hub_connected = lambda: sender.hub_connected
     site.sinks.append(sender)
     audit.append("node.start", {
@@ -223,6 +240,20 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str
     if undecodable:  # a file that gives nothing is an error, not an empty success
         raise SourceError("; ".join(undecodable))
     return stats
+
+
+def nats_settings(cfg: Config) -> NatsSettings:
+    """The node's ``[alerts.nats]`` as connection settings (files are read at start)."""
+    n = cfg.alerts.nats
+
+    def p(v: str | None) -> Path | None:
+        return Path(v) if v else None
+
+    return NatsSettings(
+        servers=tuple(n.servers), user=n.user, password_file=p(n.password_file),
+        nkey_seed_file=p(n.nkey_seed_file), creds_file=p(n.creds_file), tls_ca=p(n.tls_ca),
+        tls_cert=p(n.tls_cert), tls_key=p(n.tls_key), connect_timeout_s=n.connect_timeout_s,
+        name=f"node {cfg.node.node_id}")
 
 
 def _is_file_source(src: FrameSource) -> bool:

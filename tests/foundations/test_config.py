@@ -40,7 +40,13 @@ def test_every_default_key_is_in_default_toml():
             continue
         assert f"[{section}]" in text
         sub = field.annotation.model_fields  # type: ignore[union-attr]
-        for key in sub:
+        for key, f in sub.items():
+            nested = getattr(f.annotation, "model_fields", None)
+            if nested is not None:  # a sub-table, e.g. [alerts.nats], with its own keys
+                assert f"[{section}.{key}]" in text, f"[{section}.{key}] missing"
+                for k in nested:
+                    assert f"\n{k} =" in text or f"\n# {k} =" in text, f"{section}.{key}.{k}"
+                continue
             assert f"\n{key} =" in text or f"\n# {key} =" in text, f"{section}.{key} missing"
 
 

@@ -137,7 +137,7 @@ def test_hub_store_schema_versioned_and_migrated(tmp_path: Path) -> None:
                   "'confirm', 'pc1', 2.0, '" + "b" * 32 + "')")
         assert c.execute("PRAGMA user_version").fetchone()[0] == 0
     s = HubStore(path)
-    assert s._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert s._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert [n["node_id"] for n in s.nodes()] == ["n1"]  # data kept
     card = s.get_alert("a" * 32)
     assert card["decision"] == "confirm" and card["finalized"] == 1 and card["final_at"] == 2.0

@@ -158,6 +158,10 @@ def test_portrait_layout_and_unauthenticated_redirect(tmp_path: Path, browser) -
                                    timeout=10000)
         # nothing overflows horizontally on a portrait tablet
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        # one deployment: no per-deployment lines, no deployment selector; one page of alerts
+        assert page.locator("#deployments").is_hidden()
+        assert page.locator("#deployment-filter").is_hidden()
+        assert page.locator("#load-older").is_hidden()
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "tablet_portrait.png"))
     finally:

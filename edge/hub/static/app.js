@@ -14,7 +14,14 @@ const state = {
   officer: "",           // signed-in officer (only they may undo their own decision)
   outcomes: [],          // the hub's fixed outcome list
   es: null,
+  deployment: "",        // the deployment filter ("" = all)
+  deployments: [],       // the hub's /api/deployments (alert counts per deployment)
+  depKey: "",            // the deployment list shown, as a key
+  depTimer: null,        // a pending /api/deployments fetch
+  page: null,            // the alert list's paging: {cursor: [received_at, alert_id], more}
 };
+
+const PAGE = 200;        // alerts fetched per page of the list
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -181,7 +188,7 @@ async function setOutcome(alertId, outcome, el) {
   }
 }
 
-function upsert(card, live) {
+function upsert(card, live, quiet) {
   const have = state.cards.get(card.alert_id);
   if (!have) {
     const el = buildCard(card, live && !card.decision);
@@ -214,8 +221,127 @@ function upsert(card, live) {
     have.card = card;
     applyDecision(have.el, card);
   }
+  if (quiet) return;  // a page of the list: rendered once at its end
   renderOpen();
   refresh();
+  if (live) scheduleDeployments();
+}
+
+// -- several deployments (a control-room hub): a selector and one line per deployment --------
+
+function deploymentNames() {
+  const names = new Set(state.deployments.map((d) => d.deployment_id));
+  for (const { card } of state.cards.values()) if (card.deployment_id) names.add(card.deployment_id);
+  for (const n of state.nodes) if (n.deployment) names.add(n.deployment);
+  return [...names].sort();
+}
+
+function scheduleDeployments() {
+  if (state.depTimer) return;
+  state.depTimer = setTimeout(() => { state.depTimer = null; loadDeployments().catch(() => {}); }, 300);
+}
+
+async function loadDeployments() {
+  const r = await api("/api/deployments");
+  if (!r.ok) return;
+  state.deployments = (await r.json()).deployments || [];
+  renderDeployments();
+}
+
+function pickDeployment(dep) {
+  if (state.deployment === dep) return;
+  state.deployment = dep;
+  $("#deployment-filter").value = dep;
+  state.cameras = "";  // the camera list is the deployment's
+  renderOpen();
+  refresh();
+  renderDeployments();
+  reload().catch(() => {});  // that deployment's newest alerts, then its pages
+}
+
+function cameraSummary(nodes) {
+  const by = new Map();
+  let total = 0;
+  for (const n of nodes) {
+    for (const c of n.cameras || []) {
+      const st = n.online ? c.state : "unknown";
+      by.set(st, (by.get(st) || 0) + 1);
+      total += 1;
+    }
+  }
+  if (!total) return ["no camera health reported", false];
+  const order = ["up", "down", "failed", "connecting", "unknown", "ended"];
+  const parts = [...by.entries()].sort((a, b) => order.indexOf(a[0]) - order.indexOf(b[0]))
+    .map(([st, k]) => k + " " + st);
+  return ["cameras: " + parts.join(", "), [...by.keys()].some((st) => st !== "up" && st !== "ended")];
+}
+
+// Shown only when the hub has more than one deployment: a selector (with the camera filter)
+// and per deployment its open alerts, nodes online and camera health, live from the status
+// events; the alert counts come from the hub (/api/deployments), not from the cards loaded.
+function renderDeployments() {
+  const names = deploymentNames();
+  const many = names.length > 1;
+  const box = $("#deployments");
+  const sel = $("#deployment-filter");
+  box.hidden = !many;
+  for (const el of document.querySelectorAll(".dep-tool")) el.hidden = !many;
+  if (!many) { box.textContent = ""; state.depKey = ""; return; }
+  if (state.deployment && !names.includes(state.deployment)) names.push(state.deployment);
+  const key = JSON.stringify(names);
+  if (key !== state.depKey) {
+    state.depKey = key;
+    while (sel.options.length > 1) sel.remove(1);
+    box.textContent = "";
+    for (const dep of names) {
+      const o = document.createElement("option");
+      o.value = dep;
+      o.textContent = dep;
+      sel.appendChild(o);
+      const row = document.createElement("div");
+      row.className = "dep";
+      row.dataset.deployment = dep;
+      row.setAttribute("role", "group");
+      row.setAttribute("aria-label", "Deployment " + dep);
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "dep-pick";
+      b.textContent = dep;
+      b.title = "Show only this deployment (again: all deployments)";
+      b.addEventListener("click", () => pickDeployment(state.deployment === dep ? "" : dep));
+      row.appendChild(b);
+      for (const cls of ["dep-alerts", "dep-nodes", "dep-cameras"]) {
+        const sp = document.createElement("span");
+        sp.className = cls;
+        row.appendChild(sp);
+      }
+      box.appendChild(row);
+    }
+  }
+  sel.value = state.deployment;
+  const server = new Map(state.deployments.map((d) => [d.deployment_id, d]));
+  for (const row of box.children) {
+    const dep = row.dataset.deployment;
+    const d = server.get(dep);
+    let open = 0;
+    let all = 0;
+    for (const { card } of state.cards.values()) {
+      if (card.deployment_id !== dep) continue;
+      all += 1;
+      if (!card.decision) open += 1;
+    }
+    // the hub's counts cover every alert it holds; the cards here may be only the newest pages
+    if (d) { open = Math.max(open, d.open_alerts); all = Math.max(all, d.alerts); }
+    row.querySelector(".dep-alerts").textContent = open + " open · " + all + " alert" + (all === 1 ? "" : "s");
+    const nodes = state.nodes.filter((n) => n.deployment === dep);
+    const online = nodes.filter((n) => n.online).length;
+    row.querySelector(".dep-nodes").textContent = "nodes " + online + "/" + nodes.length + " online";
+    const [text, bad] = cameraSummary(nodes);
+    const cams = row.querySelector(".dep-cameras");
+    cams.textContent = text;
+    cams.classList.toggle("bad", bad || online < nodes.length);
+    row.querySelector(".dep-pick").setAttribute("aria-pressed", String(state.deployment === dep));
+  }
 }
 
 function subjectKey(card) { return card.subject_id || card.display_name || card.alert_id; }
@@ -236,10 +362,12 @@ function placeAt(parent, child, before) {
   if (child.parentNode !== parent || child.nextSibling !== before) parent.insertBefore(child, before);
 }
 
+function inDeployment(card) { return !state.deployment || card.deployment_id === state.deployment; }
+
 function updateCameraFilter() {
   const sel = $("#camera-filter");
   const cams = new Set();
-  for (const { card } of state.cards.values()) if (card.camera) cams.add(card.camera);
+  for (const { card } of state.cards.values()) if (card.camera && inDeployment(card)) cams.add(card.camera);
   if (sel.value) cams.add(sel.value);
   const list = [...cams].sort();
   const key = JSON.stringify(list);
@@ -265,7 +393,7 @@ function renderOpen() {
   const groups = new Map();
   const held = $("#held");
   for (const { el, card } of state.cards.values()) {
-    const off = !!cam && card.camera !== cam;
+    const off = (!!cam && card.camera !== cam) || !inDeployment(card);
     if (card.decision) { el.classList.toggle("filtered", off); continue; }
     if (off) { if (el.parentNode !== held) held.appendChild(el); continue; }
     const key = subjectKey(card);
@@ -386,7 +514,8 @@ function refresh() {
   const shown = $("#open").querySelectorAll("article").length;
   $("#open-count").textContent = open + " open";
   const empty = $("#empty");
-  empty.textContent = open ? "No open alerts on this camera." : "No open alerts.";
+  empty.textContent = open ? (state.deployment && !$("#camera-filter").value
+    ? "No open alerts in this deployment." : "No open alerts on this camera.") : "No open alerts.";
   empty.style.display = shown ? "none" : "block";
   $(".decided-title").style.display = $("#decided").children.length ? "block" : "none";
   for (const t of document.querySelectorAll(".time")) {
@@ -422,36 +551,43 @@ function cameraBanner(n, c) {
   if (c.reason && c.reason.toLowerCase() !== quiet) text += " — " + c.reason;
   const cls = c.state === "ended" ? "banner note camera"
     : (c.state === "connecting" || c.state === "unknown") ? "banner warn camera" : "banner camera";
-  return [cls, text, { node: n.node_id, camera: c.name, state: c.state }];
+  return [cls, text, { node: n.node_id, camera: c.name, state: c.state, deployment: n.deployment }];
 }
 
 function renderBanners() {
   const box = $("#banners");
   const items = [];
+  const many = deploymentNames().length > 1;
+  const nodes = state.nodes.filter((n) => !state.deployment || n.deployment === state.deployment);
+  const named = (n, text) => (many && n.deployment ? n.deployment + " · " + text : text);
   if (!state.hubOk) items.push(["banner", "Connection to the hub lost — reconnecting… New alerts will not appear until it is back."]);
   if (state.hubOk) {
     // a node that said it stopped is a quiet note with when and why; only silence is "lost"
-    for (const n of state.nodes.filter((x) => !x.online && x.stopped)) {
+    for (const n of nodes.filter((x) => !x.online && x.stopped)) {
       const label = (n.camera ? n.camera + " (" + n.node_id + ")" : n.node_id);
-      items.push(["banner note stopped", "Camera node stopped: " + label + " at " + fmtTime(n.stopped.at)
+      items.push(["banner note stopped", named(n, "Camera node stopped: " + label) + " at " + fmtTime(n.stopped.at)
         + " (" + (n.stopped.reason || "stopped") + "). No alerts from it until it starts again.",
-        { node: n.node_id, camera: "", state: "stopped" }]);
+        { node: n.node_id, camera: "", state: "stopped", deployment: n.deployment }]);
     }
-    const lost = state.nodes.filter((n) => !n.online && !n.stopped);
+    const lost = nodes.filter((n) => !n.online && !n.stopped);
     for (const n of lost) {
       const label = (n.camera ? n.camera + " (" + n.node_id + ")" : n.node_id);
       const when = n.last_seen ? "last heard " + fmtTime(n.last_seen) + ", " + ago(n.last_seen) : "not heard since the hub started";
       const cams = (n.cameras || []).map((c) => c.label || c.name);
       const which = cams.length ? " Cameras: " + cams.join(", ") + "." : "";
-      items.push(["banner", "Camera node lost: " + label + " — " + when + ". Alerts from it cannot arrive." + which]);
+      items.push(["banner", named(n, "Camera node lost: " + label + " — " + when + ". Alerts from it cannot arrive." + which),
+        { node: n.node_id, camera: "", state: "lost", deployment: n.deployment }]);
     }
-    for (const n of state.nodes.filter((x) => x.online)) {
+    for (const n of nodes.filter((x) => x.online)) {
       for (const c of n.cameras || []) {
         const b = cameraBanner(n, c);
-        if (b) items.push(b);
+        if (b) items.push([b[0], named(n, b[1]), b[2]]);
       }
     }
-    if (!state.nodes.length) items.push(["banner warn", "No camera node has connected yet."]);
+    if (!nodes.length) {
+      items.push(["banner warn", state.deployment ? "No camera node of " + state.deployment
+        + " has connected yet." : "No camera node has connected yet."]);
+    }
   }
   // the same message once, however many sources raise it (two nodes naming one camera...)
   const seen = new Set();
@@ -468,6 +604,7 @@ function renderBanners() {
       d.dataset.node = cam.node;
       d.dataset.camera = cam.camera;
       d.dataset.state = cam.state;
+      if (cam.deployment) d.dataset.deployment = cam.deployment;
     }
     box.appendChild(d);
   }
@@ -481,12 +618,42 @@ function setHub(ok) {
   renderBanners();
 }
 
-async function reload() {
-  const r = await api("/api/alerts?limit=200");
+function listUrl(cursor) {
+  let q = "/api/alerts?limit=" + PAGE;
+  if (state.deployment) q += "&deployment=" + encodeURIComponent(state.deployment);
+  if (cursor) q += "&before=" + encodeURIComponent(String(cursor[0])) + "&before_id=" + encodeURIComponent(cursor[1]);
+  return q;
+}
+
+// One page of the alert list (newest first), shown at once; the button asks for the next.
+async function loadPage(cursor) {
+  const dep = state.deployment;
+  const r = await api(listUrl(cursor));
   const body = await r.json();
   state.serverSkew = body.server_time - Date.now() / 1000;
   // Oldest first so live ordering is preserved; upsert ignores cards already shown.
-  for (const c of body.alerts.slice().reverse()) upsert(c, false);
+  for (const c of body.alerts.slice().reverse()) upsert(c, false, true);
+  renderOpen();
+  refresh();
+  renderDeployments();
+  if (dep !== state.deployment) return;  // the filter changed meanwhile: its reload pages on
+  const last = body.alerts[body.alerts.length - 1];
+  if (!cursor || (state.page && state.page.cursor === cursor)) {
+    state.page = { cursor: last ? [last.received_at, last.alert_id] : cursor, more: body.alerts.length === PAGE };
+  }
+  if (state.page) $("#load-older").hidden = !state.page.more;
+}
+
+async function reload() {
+  state.page = null;
+  await Promise.all([loadPage(null), loadDeployments().catch(() => {})]);
+}
+
+async function loadOlder() {
+  const b = $("#load-older");
+  if (!state.page || !state.page.more) return;
+  b.disabled = true;
+  try { await loadPage(state.page.cursor); } finally { b.disabled = false; }
 }
 
 function connect() {
@@ -500,6 +667,7 @@ function connect() {
     state.nodes = s.nodes;
     state.serverSkew = s.server_time - Date.now() / 1000;
     if (!state.hubOk) setHub(true);
+    renderDeployments();
     renderBanners();
   });
   es.addEventListener("purged", () => {
@@ -526,6 +694,8 @@ async function main() {
   setupZoom();
   if (window.edgeNotify) window.edgeNotify.setupNotify();
   $("#camera-filter").addEventListener("change", () => { renderOpen(); refresh(); });
+  $("#deployment-filter").addEventListener("change", (e) => pickDeployment(e.target.value));
+  $("#load-older").addEventListener("click", () => { loadOlder().catch(() => {}); });
   try {
     const r = await api("/api/me");
     const me = await r.json();
@@ -538,6 +708,7 @@ async function main() {
   setHub(false);
   connect();
   setInterval(refresh, 1000);
+  setInterval(() => { if (state.hubOk) loadDeployments().catch(() => {}); }, 5000);
 }
 
 document.addEventListener("DOMContentLoaded", main);
