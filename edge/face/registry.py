@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from edge.config import Config, DetectorSection, RecognizerSection
 from edge.errors import ConfigError
 from edge.face.detectors.scrfd import ScrfdDetector
-from edge.face.detectors.yunet_onnx import YuNetOrtDetector
+from edge.face.detectors.yunet_onnx import YuNetOrtDetector, load_yunet_torch
 from edge.face.detectors.yunet_opencv import YuNetDetector
 from edge.face.embedders.insightface_pack import load_insightface_pack
 from edge.face.embedders.sface import load_sface
@@ -29,6 +29,8 @@ DETECTORS: dict[tuple[str, str], DetectorFactory] = {
     ("yunet", "opencv"): YuNetDetector,
     ("insightface", "onnxruntime"): ScrfdDetector,
     ("insightface", "opencv"): ScrfdDetector,
+    ("yunet", "torch"): load_yunet_torch,
+    ("insightface", "torch"): ScrfdDetector,
 }
 EMBEDDERS: dict[str, EmbedderFactory] = {
     "sface": load_sface,

@@ -8,6 +8,10 @@ writes the embedding where we zero it, instead of handing back a copy we don't c
 Faces of one frame go through in batches of ``max_batch``. Exports with a fixed batch of 1
 (SFace) get the batch dimension made symbolic in memory when loading (the graph is
 otherwise untouched, and its bytes were verified by sha256 first).
+
+On a GPU (``io_device = "cuda"``) the input blob and the embeddings are also bound on the
+device, to tensors :class:`edge.privacy.DeviceBuffers` owns (copied in from and out to the
+host FaceBuffers, zeroed with them), so ONNX Runtime's CUDA arena never holds a copy of either.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import onnx
 import onnxruntime as ort
 
 from edge.errors import ModelError
+from edge.face.device import ort_array
 from edge.privacy import FaceBuffers
 
 
@@ -56,7 +61,7 @@ class Embedder:
     """``__call__(bufs, n)``: embed ``bufs.crops[:n]`` into ``bufs.emb[:n]`` (L2-normalised)."""
 
     def __init__(self, session: ort.InferenceSession, mean: float, std: float,
-                 swap_rb: bool = True, max_batch: int = 16) -> None:
+                 swap_rb: bool = True, max_batch: int = 16, io_device: str | None = None) -> None:
         self.session = session
         self.mean = float(mean)
         self.std = float(std)
@@ -74,6 +79,9 @@ class Embedder:
         self.providers = session.get_providers()
         self._binding = session.io_binding()
         self._norms = np.zeros((256, 1), np.float32)
+        # None: bind the host FaceBuffers in place (the CPU path); 'cuda' (or 'cpu' in tests):
+        # bind device tensors owned by bufs.device
+        self.io_device = io_device
 
     def _fill_blob(self, bufs: FaceBuffers, n: int) -> None:
         for k in range(n):
@@ -90,6 +98,14 @@ class Embedder:
         if n > bufs.max_faces:
             raise ValueError("more faces than face buffers")
         self._fill_blob(bufs, n)
+        if self.io_device is not None:
+            self._run_on_device(bufs, n, self.io_device)
+        else:
+            self._run_on_host(bufs, n)
+        self._normalise(bufs, n)
+        return n
+
+    def _run_on_host(self, bufs: FaceBuffers, n: int) -> None:
         done = 0
         while done < n:
             k = min(self.max_batch, n - done)
@@ -102,6 +118,32 @@ class Embedder:
                           bufs.emb[done:done + k].ctypes.data)
             self.session.run_with_iobinding(b)
             done += k
+
+    def _run_on_device(self, bufs: FaceBuffers, n: int, device: str) -> None:
+        """The whole host blob in, batches bound at row offsets of the device tensors, the
+        embeddings out into bufs.emb: two copies a call, no ORT-allocated input or output."""
+        make = ort_array(device)
+        d_in = bufs.device.get("rec_blob", bufs.blob.shape, np.float32, make)
+        d_out = bufs.device.get("rec_emb", bufs.emb.shape, np.float32, make)
+        d_in.write(bufs.blob)
+        in_row = bufs.blob[0].nbytes
+        out_row = bufs.emb[0].nbytes
+        s = self.input_size
+        done = 0
+        while done < n:
+            k = min(self.max_batch, n - done)
+            b = self._binding
+            b.clear_binding_inputs()
+            b.clear_binding_outputs()
+            b.bind_input(self.input_name, device, 0, np.float32, [k, 3, s, s],
+                         d_in.value.data_ptr() + done * in_row)
+            b.bind_output(self.output_name, device, 0, np.float32, [k, self.dim],
+                          d_out.value.data_ptr() + done * out_row)
+            self.session.run_with_iobinding(b)
+            done += k
+        d_out.read_into(bufs.emb)
+
+    def _normalise(self, bufs: FaceBuffers, n: int) -> None:
         emb = bufs.emb[:n]
         norms = self._norms[:n]
         np.einsum("ij,ij->i", emb, emb, out=norms[:, 0])
@@ -109,4 +151,3 @@ class Embedder:
         np.maximum(norms, 1e-12, out=norms)
         np.divide(emb, norms, out=emb)
         norms.fill(0)
-        return n
