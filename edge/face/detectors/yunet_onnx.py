@@ -77,20 +77,22 @@ def _keep_batch_in_reshapes(m: onnx.ModelProto) -> None:
             continue
         init = inits[node.input[1]]
         shape = onnx.numpy_helper.to_array(init).copy()
-        if shape.ndim != 1 or shape.size != 3 or shape[0] != 1:
+        if shape.ndim != 1 or shape.size != 3 or shape[0] not in (0, 1):
             raise ModelError("detector model's output heads are not YuNet's [1, -1, k] reshapes")
-        shape[0] = 0
+        shape[0] = 0  # (heads of one width share one shape initializer: 0 already is done)
         init.CopyFrom(onnx.numpy_helper.from_array(shape, init.name))
 
 
 class YuNetOrtDetector:
     """YuNet on ONNX Runtime. ``__call__(frame, bufs)`` fills bufs and returns the face count."""
 
+    BATCH = False  # a symbolic batch dim in the graph (edge.face.batch's subclass)
+
     def __init__(self, cfg: DetectorSection, models_dir: str | None = None) -> None:
         self.cfg = cfg
         place = dev.resolve("detector", "onnxruntime", cfg.device, cfg.providers)
         data = models.read_verified(cfg.model, models.models_dir(models_dir), cfg.sha256)
-        graph = yunet_graph(data)
+        graph = yunet_graph(data, batch=self.BATCH)
         try:
             self.session = ort.InferenceSession(graph, detector_options(cfg.threads),
                                                 providers=list(place.providers))
@@ -100,6 +102,10 @@ class YuNetOrtDetector:
         # None: bind the host buffers in place (CPU); 'cuda' (or 'cpu' in tests): device tensors
         self.io_device = dev.ort_device(dev.confirm("detector", place, self.providers))
         self._binding = self.session.io_binding()
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """Per-frame-size state, shared with the torch backend's subclass."""
         self._shape: tuple[int, int] | None = None
         self._in_size: tuple[int, int] = (0, 0)
         self._pad_w = self._pad_h = 0
@@ -145,6 +151,12 @@ class YuNetOrtDetector:
             scale_frame(frame, (dw, dh), tmp, bufs)
             img[:dh, :dw] = tmp
         maps = bufs.whole("det_maps", (self._maps_len,), np.float32)
+        self._infer(img, maps, bufs)
+        return self._decode(self._views, bufs)
+
+    def _infer(self, img: np.ndarray, maps: np.ndarray, bufs: FaceBuffers) -> None:
+        """The model on the scaled frame ``img``; its output maps into ``maps`` (and _views)."""
+        ph, pw = img.shape[:2]
         if self.io_device is None:
             bound = (img.ctypes.data, maps.ctypes.data, ph, pw)
             if bound != self._bound:  # the buffers are stable: bind once per frame size
@@ -164,7 +176,6 @@ class YuNetOrtDetector:
             d_img.write(img)
             self.session.run_with_iobinding(self._binding)
             d_maps.read_into(maps)
-        return self._decode(self._views, bufs)
 
     def _map_views(self, maps: np.ndarray) -> dict[str, np.ndarray]:
         return {name: maps[off:off + count * width].reshape(count, width)

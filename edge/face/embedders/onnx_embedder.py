@@ -57,16 +57,43 @@ def batch_size(configured: int, session: ort.InferenceSession) -> int:
     return 1 if session.get_providers()[0] == "CPUExecutionProvider" else 16
 
 
-class Embedder:
-    """``__call__(bufs, n)``: embed ``bufs.crops[:n]`` into ``bufs.emb[:n]`` (L2-normalised)."""
+class CropEmbedder:
+    """What every runtime's embedder shares: crops into the blob (channel order, mean, std) and
+    the L2 normalisation of the embeddings, both in place in FaceBuffers."""
 
-    def __init__(self, session: ort.InferenceSession, mean: float, std: float,
-                 swap_rb: bool = True, max_batch: int = 16, io_device: str | None = None) -> None:
-        self.session = session
+    def __init__(self, mean: float, std: float, swap_rb: bool, max_batch: int) -> None:
         self.mean = float(mean)
         self.std = float(std)
         self.swap_rb = swap_rb
         self.max_batch = max_batch
+        self._norms = np.zeros((256, 1), np.float32)
+
+    def _fill_blob(self, bufs: FaceBuffers, n: int) -> None:
+        for k in range(n):
+            src = bufs.crops[k, :, :, ::-1] if self.swap_rb else bufs.crops[k]
+            np.copyto(bufs.blob[k], src.transpose(2, 0, 1), casting="unsafe")
+        if self.mean != 0.0 or self.std != 1.0:
+            view = bufs.blob[:n]
+            np.subtract(view, self.mean, out=view)
+            np.multiply(view, 1.0 / self.std, out=view)
+
+    def _normalise(self, bufs: FaceBuffers, n: int) -> None:
+        emb = bufs.emb[:n]
+        norms = self._norms[:n]
+        np.einsum("ij,ij->i", emb, emb, out=norms[:, 0])
+        np.sqrt(norms, out=norms)
+        np.maximum(norms, 1e-12, out=norms)
+        np.divide(emb, norms, out=emb)
+        norms.fill(0)
+
+
+class Embedder(CropEmbedder):
+    """``__call__(bufs, n)``: embed ``bufs.crops[:n]`` into ``bufs.emb[:n]`` (L2-normalised)."""
+
+    def __init__(self, session: ort.InferenceSession, mean: float, std: float,
+                 swap_rb: bool = True, max_batch: int = 16, io_device: str | None = None) -> None:
+        super().__init__(mean, std, swap_rb, max_batch)
+        self.session = session
         inp = session.get_inputs()[0]
         out = session.get_outputs()[0]
         self.input_name = inp.name
@@ -78,19 +105,9 @@ class Embedder:
         self.dim = dim
         self.providers = session.get_providers()
         self._binding = session.io_binding()
-        self._norms = np.zeros((256, 1), np.float32)
         # None: bind the host FaceBuffers in place (the CPU path); 'cuda' (or 'cpu' in tests):
         # bind device tensors owned by bufs.device
         self.io_device = io_device
-
-    def _fill_blob(self, bufs: FaceBuffers, n: int) -> None:
-        for k in range(n):
-            src = bufs.crops[k, :, :, ::-1] if self.swap_rb else bufs.crops[k]
-            np.copyto(bufs.blob[k], src.transpose(2, 0, 1), casting="unsafe")
-        if self.mean != 0.0 or self.std != 1.0:
-            view = bufs.blob[:n]
-            np.subtract(view, self.mean, out=view)
-            np.multiply(view, 1.0 / self.std, out=view)
 
     def __call__(self, bufs: FaceBuffers, n: int) -> int:
         if n == 0:
@@ -142,12 +159,3 @@ class Embedder:
             self.session.run_with_iobinding(b)
             done += k
         d_out.read_into(bufs.emb)
-
-    def _normalise(self, bufs: FaceBuffers, n: int) -> None:
-        emb = bufs.emb[:n]
-        norms = self._norms[:n]
-        np.einsum("ij,ij->i", emb, emb, out=norms[:, 0])
-        np.sqrt(norms, out=norms)
-        np.maximum(norms, 1e-12, out=norms)
-        np.divide(emb, norms, out=emb)
-        norms.fill(0)
