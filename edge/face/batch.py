@@ -45,6 +45,9 @@ class YuNetBatchDetector(YuNetOrtDetector):
     def __init__(self, cfg: DetectorSection, frame_size: tuple[int, int], max_frames: int,
                  models_dir: str | None = None) -> None:
         super().__init__(cfg, models_dir)
+        self._setup(frame_size, max_frames)
+
+    def _setup(self, frame_size: tuple[int, int], max_frames: int) -> None:
         self.frame_size = frame_size
         self.max_frames = max_frames
         w, h = frame_size
@@ -87,6 +90,20 @@ class YuNetBatchDetector(YuNetOrtDetector):
         img = work.whole("batch_scaled", (self.max_frames, ph, pw, 3), np.uint8)
         maps = work.whole("batch_maps", (self.max_frames * per,), np.float32)
         scales = [self._letterbox(f, img[i], work) for i, f in enumerate(frames)]
+        self._infer_batch(n, img, maps, work)
+        counts = []
+        for i in range(n):
+            views = {}
+            for name, off, count, width in self._maps:
+                # output ``name`` of the batch is n blocks of (count, width), image i's the i-th
+                start = off * n + i * count * width
+                views[name] = maps[start:start + count * width].reshape(count, width)
+            self._scale = scales[i]
+            counts.append(self._decode(views, bufs[i]))
+        return counts
+
+    def _infer_batch(self, n: int, img: np.ndarray, maps: np.ndarray, work: FaceBuffers) -> None:
+        """The model on ``img[:n]``; output ``name`` of the batch into ``maps`` at ``off * n``."""
         if self.io_device is None:
             self._bind_batch(n, img.ctypes.data, maps.ctypes.data, "cpu")
             self.session.run_with_iobinding(self._binding)
@@ -98,16 +115,6 @@ class YuNetBatchDetector(YuNetOrtDetector):
             self._bind_batch(n, d_img.value.data_ptr(), d_maps.value.data_ptr(), self.io_device)
             self.session.run_with_iobinding(self._binding)
             d_maps.read_into(maps)
-        counts = []
-        for i in range(n):
-            views = {}
-            for name, off, count, width in self._maps:
-                # output ``name`` of the batch is n blocks of (count, width), image i's the i-th
-                start = off * n + i * count * width
-                views[name] = maps[start:start + count * width].reshape(count, width)
-            self._scale = scales[i]
-            counts.append(self._decode(views, bufs[i]))
-        return counts
 
     def _bind_batch(self, n: int, img_ptr: int, maps_ptr: int, device: str) -> None:
         b = self._binding

@@ -27,6 +27,7 @@ from onnx2torch import convert
 from edge.config import DetectorSection
 from edge.errors import ModelError
 from edge.face import model_files as models
+from edge.face.batch import YuNetBatchDetector
 from edge.face.detectors.yunet_onnx import YuNetOrtDetector, yunet_graph
 from edge.face.embedders.onnx_embedder import CropEmbedder
 from edge.privacy import FaceBuffers
@@ -141,3 +142,34 @@ class TorchYuNetDetector(YuNetOrtDetector):
         if self._bound != (maps.ctypes.data,):
             self._views = self._map_views(maps)
             self._bound = (maps.ctypes.data,)
+
+
+class TorchYuNetBatchDetector(YuNetBatchDetector):
+    """:class:`edge.face.batch.YuNetBatchDetector` with the batched graph on torch."""
+
+    def __init__(self, cfg: DetectorSection, frame_size: tuple[int, int], max_frames: int,
+                 device: str, models_dir: str | None = None) -> None:
+        self.cfg = cfg
+        data = models.read_verified(cfg.model, models.models_dir(models_dir), cfg.sha256)
+        graph = yunet_graph(data, batch=True)
+        self._names = [o.name for o in onnx.load_from_string(graph).graph.output]
+        self.device = device
+        self.providers = [f"torch:{device}"]
+        self.io_device = None
+        self.module = convert_graph(graph, device, f"detector model {cfg.model}")
+        self._init_state()
+        self._setup(frame_size, max_frames)
+
+    def _infer_batch(self, n: int, img: np.ndarray, maps: np.ndarray, work: FaceBuffers) -> None:
+        make = torch_array(self.device)
+        d_img = work.device.get("batch_scaled", img.shape, np.uint8, make).tensor
+        d_maps = work.device.get("batch_maps", maps.shape, np.float32, make).tensor
+        d_img[:n].copy_(torch.from_numpy(img[:n]))
+        at = {name: (off * n, count * width * n) for name, off, count, width in self._maps}
+        with torch.inference_mode():
+            outs = self.module(d_img[:n])
+            for name, out in zip(self._names, outs, strict=True):
+                off, size = at[name]
+                _hand_back(out, d_maps[off:off + size])
+        used = sum(size for _, size in at.values())
+        torch.from_numpy(maps[:used]).copy_(d_maps[:used])

@@ -97,3 +97,25 @@ def test_torch_positive_control_zeroize_off_leaves_device_data(torch_models, sam
     b.zeroize()
     seen = b.device.nonzero()
     assert n and seen["rec_emb"] > 0 and seen["det_scaled"] > 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_batch_detector_equals_the_onnxruntime_batch(models_ready, sample_images, device):
+    from edge.face.batch import YuNetBatchDetector
+
+    t1 = cv2.resize(cv2.imread(str(sample_images / "t1.jpg")), (1920, 1080))
+    frames = [t1, cv2.flip(t1, 1), cv2.resize(t1, (1280, 720))]
+    ort_b = YuNetBatchDetector(DetectorSection(device="cpu"), (1920, 1080), 4)
+    tb = dev.torch_backend()
+    torch_b = tb.TorchYuNetBatchDetector(DetectorSection(), (1920, 1080), 4, device)
+    w1, w2 = FaceBuffers(32, 128, lock=False), FaceBuffers(32, 128, lock=False)
+    a = [FaceBuffers(32, 128, lock=False) for _ in frames]
+    b = [FaceBuffers(32, 128, lock=False) for _ in frames]
+    assert ort_b.detect(frames, a, w1) == torch_b.detect(frames, b, w2)
+    for x, y in zip(a, b, strict=True):
+        assert x.n >= 5
+        np.testing.assert_allclose(y.boxes[:x.n], x.boxes[:x.n], atol=BOX_PX)
+        np.testing.assert_allclose(y.landmarks[:x.n], x.landmarks[:x.n], atol=BOX_PX)
+    assert all(w2.device.nonzero().values())
+    w2.zeroize()
+    assert w2.is_clear()
