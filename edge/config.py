@@ -34,6 +34,10 @@ class NodeSection(_Section):
 
 RtspTransport = Literal["auto", "tcp", "udp"]
 CAMERA_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# where a model runs (edge.face.device): auto = the GPU when the runtime has one, else the CPU;
+# cuda = the GPU, falling back to the CPU with one warning line when there is none
+Device = Literal["auto", "cpu", "cuda"]
+DEVICE_HELP = "auto | cpu | cuda; without a usable GPU the model runs on the CPU (one log line says so)"
 
 
 class SourceSection(_Section):
@@ -56,9 +60,11 @@ class DetectorSection(_Section):
     kind: Literal["yunet", "insightface"] = "yunet"
     model: str = "yunet_2023mar"
     sha256: str | None = None
-    backend: Literal["onnxruntime", "opencv"] = Field(
-        "onnxruntime", description="YuNet runtime: onnxruntime (faster) or OpenCV's FaceDetectorYN"
+    backend: Literal["onnxruntime", "opencv", "torch"] = Field(
+        "onnxruntime", description="YuNet runtime: onnxruntime (faster), OpenCV's FaceDetectorYN, or "
+        "torch (the verified ONNX converted by onnx2torch; the [gpu] extra)"
     )
+    device: Device = Field("auto", description=DEVICE_HELP)
     threads: int = Field(
         0, ge=0, le=64, description="detector ONNX Runtime threads; 0 = all usable cores, up to 8"
     )
@@ -94,6 +100,9 @@ class RecognizerModel(_Section):
         1.0, gt=0, le=100,
         description="its share of a fused score (normalised over the models); unused with one model",
     )
+    backend: Literal["onnxruntime", "torch"] = Field(
+        "onnxruntime", description="onnxruntime, or torch (the verified ONNX converted by onnx2torch)")
+    device: Device = Field("auto", description=DEVICE_HELP)
 
 
 class RecognizerSection(RecognizerModel):

@@ -17,7 +17,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -27,6 +29,8 @@ from edge.switches import TEST_DISABLE_ENV, zeroize_allowed_off
 log = logging.getLogger(__name__)
 
 CROP_SIZE = 112
+
+
 @dataclass
 class LockReport:
     """What could and could not be locked in RAM, for the start-up report."""
@@ -52,6 +56,74 @@ class _Allocator:
         arr, reason = alloc_locked(shape, dtype)
         self.report.add(arr.nbytes, reason)
         return arr
+
+
+class DeviceArray(Protocol):
+    """One tensor in an accelerator's memory (or a runtime's own allocation) that may hold face
+    data: an ONNX Runtime ``OrtValue`` on 'cuda', a torch tensor. The face layer makes them
+    (``edge.face.device``); this module owns them, zeroes them and checks them."""
+
+    nbytes: int
+
+    def zero(self) -> None:
+        """Overwrite every byte with zeros (on the device, before the next frame's work)."""
+        ...
+
+    def nonzero(self) -> int:
+        """Read the tensor back from the device and count its non-zero elements."""
+        ...
+
+
+D = TypeVar("D", bound=DeviceArray)
+
+
+class DeviceBuffers:
+    """The device-side counterpart of :class:`FaceBuffers`: every device tensor a model binds
+    a frame, a scaled frame, its detector maps, crops or embeddings to.
+
+    Each is made once per (key, shape) and kept (models bind them, like the host buffers); the
+    frame's :meth:`FaceBuffers.zeroize` zeroes all of them in full, right after the match
+    decision. Empty on the CPU path, where zeroing them costs nothing.
+    """
+
+    def __init__(self, zeroize: bool = True) -> None:
+        self.zeroize_enabled = zeroize
+        self._arrays: dict[str, tuple[tuple[int, ...], str, DeviceArray]] = {}
+
+    def get(self, key: str, shape: tuple[int, ...], dtype: type, make: Callable[[tuple[int, ...], type], D]
+            ) -> D:
+        """The device tensor ``key`` of this shape and dtype, made by ``make(shape, dtype)`` the
+        first time (or when the shape changes: the old one is zeroed and dropped first)."""
+        shape = tuple(shape)
+        tag = np.dtype(dtype).str
+        got = self._arrays.get(key)
+        if got is not None and got[0] == shape and got[1] == tag:
+            return got[2]  # type: ignore[return-value]  # made by the same call site's ``make``
+        if got is not None:
+            got[2].zero()
+        arr = make(shape, dtype)
+        self._arrays[key] = (shape, tag, arr)
+        return arr
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for _, _, a in self._arrays.values())
+
+    def zeroize(self) -> None:
+        """Zero every device tensor (nothing when zeroing is off: the positive control only)."""
+        if self.zeroize_enabled:
+            for _, _, arr in self._arrays.values():
+                arr.zero()
+
+    def nonzero(self) -> dict[str, int]:
+        """Non-zero elements per device tensor, read back from the device (tests, self-checks)."""
+        return {k: a.nonzero() for k, (_, _, a) in self._arrays.items()}
+
+    def is_clear(self) -> bool:
+        return not any(self.nonzero().values())
 
 
 class FaceBuffers:
@@ -91,6 +163,8 @@ class FaceBuffers:
         self.sims = alloc((max_faces, 1), np.float32)
         self.ids = alloc((max_faces, 1), np.int64)
         self._alloc = alloc
+        # tensors on an accelerator (empty on the CPU path): zeroed with the host buffers
+        self.device = DeviceBuffers(zeroize)
         self._whole: dict[str, np.ndarray] = {}  # stage-owned buffers, zeroed in full per frame
         self._all = [
             self.det_raw, self.boxes, self.scores, self.landmarks, self.affine,
@@ -129,6 +203,8 @@ class FaceBuffers:
                     arr.fill(0)
                 elif used:
                     arr[:used].fill(0)
+            if len(self.device):
+                self.device.zeroize()
         self._high_water = 0
         self._n = 0
         return time.perf_counter() - t0
@@ -148,8 +224,9 @@ class FaceBuffers:
         self._high_water = max(self._high_water, value)
 
     def is_clear(self) -> bool:
-        """True when no face buffer holds a non-zero byte (used by tests and self-checks)."""
-        return all(not arr.any() for arr in self._all)
+        """True when no face buffer holds a non-zero byte (used by tests and self-checks); device
+        tensors are read back from the device."""
+        return all(not arr.any() for arr in self._all) and self.device.is_clear()
 
 
 class FrameRing:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from edge.config import Config, DetectorSection, RecognizerModel, RecognizerSection
 from edge.errors import ConfigError
 from edge.face.detectors.scrfd import ScrfdDetector
-from edge.face.detectors.yunet_onnx import YuNetOrtDetector
+from edge.face.detectors.yunet_onnx import YuNetOrtDetector, load_yunet_torch
 from edge.face.detectors.yunet_opencv import YuNetDetector
 from edge.face.embedders.fused import FusedEmbedder
 from edge.face.embedders.insightface_pack import load_insightface_pack
-from edge.face.embedders.onnx_embedder import Embedder as OrtEmbedder
+from edge.face.embedders.onnx_embedder import CropEmbedder
 from edge.face.embedders.onnx_file import load_onnx_file
 from edge.face.embedders.sface import load_sface
 from edge.face.protocols import Detector, Embedder
@@ -32,6 +32,8 @@ DETECTORS: dict[tuple[str, str], DetectorFactory] = {
     ("yunet", "opencv"): YuNetDetector,
     ("insightface", "onnxruntime"): ScrfdDetector,
     ("insightface", "opencv"): ScrfdDetector,
+    ("yunet", "torch"): load_yunet_torch,
+    ("insightface", "torch"): ScrfdDetector,
 }
 EMBEDDERS: dict[str, EmbedderFactory] = {
     "sface": load_sface,
@@ -56,8 +58,8 @@ def make_embedder(cfg: RecognizerSection, models_dir: str | None = None) -> Embe
     members = []
     for m in cfg.members():
         e = _one_embedder(m, models_dir)
-        if not isinstance(e, OrtEmbedder):
-            raise ConfigError(f"recogniser {m.model} cannot be fused (not an ONNX Runtime embedder)")
+        if not isinstance(e, CropEmbedder):
+            raise ConfigError(f"recogniser {m.model} cannot be fused (its embedder has no embed_into)")
         members.append(e)
     return FusedEmbedder(members, [m.model for m in cfg.members()])
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from edge.errors import ConfigError
-from edge.face.embedders.onnx_embedder import Embedder
+from edge.face.embedders.onnx_embedder import CropEmbedder
 from edge.privacy import FaceBuffers
 
 
 class FusedEmbedder:
     """``__call__(bufs, n)``: every member embeds ``bufs.crops[:n]``; blocks side by side."""
 
-    def __init__(self, members: list[Embedder], names: list[str]) -> None:
+    def __init__(self, members: list[CropEmbedder], names: list[str]) -> None:
         if len(members) < 2 or len(members) != len(names):
             raise ConfigError("recogniser fusion needs two or more models, each named")
         sizes = {m.input_size for m in members}

@@ -8,6 +8,10 @@ writes the embedding where we zero it, instead of handing back a copy we don't c
 Faces of one frame go through in batches of ``max_batch``. Exports with a fixed batch of 1
 (SFace) get the batch dimension made symbolic in memory when loading (the graph is
 otherwise untouched, and its bytes were verified by sha256 first).
+
+On a GPU (``io_device = "cuda"``) the input blob and the embeddings are also bound on the
+device, to tensors :class:`edge.privacy.DeviceBuffers` owns (copied in from and out to the
+host FaceBuffers, zeroed with them), so ONNX Runtime's CUDA arena never holds a copy of either.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import onnx
 import onnxruntime as ort
 
 from edge.errors import ModelError
+from edge.face.device import ort_array
 from edge.privacy import FaceBuffers
 
 
@@ -52,27 +57,19 @@ def batch_size(configured: int, session: ort.InferenceSession) -> int:
     return 1 if session.get_providers()[0] == "CPUExecutionProvider" else 16
 
 
-class Embedder:
-    """``__call__(bufs, n)``: embed ``bufs.crops[:n]`` into ``bufs.emb[:n]`` (L2-normalised)."""
+class CropEmbedder:
+    """What every runtime's embedder shares: crops into the blob (channel order, mean, std) and
+    the L2 normalisation of the embeddings, both in place in FaceBuffers."""
 
-    def __init__(self, session: ort.InferenceSession, mean: float, std: float,
-                 swap_rb: bool = True, max_batch: int = 16) -> None:
-        self.session = session
+    dim: int
+    input_size: int
+    providers: list[str]
+
+    def __init__(self, mean: float, std: float, swap_rb: bool, max_batch: int) -> None:
         self.mean = float(mean)
         self.std = float(std)
         self.swap_rb = swap_rb
         self.max_batch = max_batch
-        inp = session.get_inputs()[0]
-        out = session.get_outputs()[0]
-        self.input_name = inp.name
-        self.output_name = out.name
-        self.input_size = int(inp.shape[2]) if isinstance(inp.shape[2], int) else 112
-        dim = out.shape[-1]
-        if not isinstance(dim, int):
-            raise ModelError("recogniser output dimension is not fixed")
-        self.dim = dim
-        self.providers = session.get_providers()
-        self._binding = session.io_binding()
         self._norms = np.zeros((256, 1), np.float32)
 
     def _fill_blob(self, bufs: FaceBuffers, n: int) -> None:
@@ -88,15 +85,61 @@ class Embedder:
         return self.embed_into(bufs, n, bufs.emb)
 
     def embed_into(self, bufs: FaceBuffers, n: int, out: np.ndarray) -> int:
-        """Embed ``bufs.crops[:n]`` into ``out[:n]``: ``bufs.emb`` itself, or (fusion) one
-        model's part, a C-contiguous ``(max_faces, dim)`` buffer from ``bufs.whole``."""
-        if n == 0:
-            return 0
+        """Embed ``bufs.crops[:n]`` into ``out[:n]`` (L2-normalised): ``bufs.emb`` itself, or
+        (fusion) one model's part, a C-contiguous ``(max_faces, dim)`` buffer from ``bufs.whole``."""
+        raise NotImplementedError
+
+    def _check_out(self, bufs: FaceBuffers, n: int, out: np.ndarray, dim: int) -> None:
         if n > bufs.max_faces:
             raise ValueError("more faces than face buffers")
-        if out.shape[1] != self.dim or out.dtype != np.float32 or not out.flags.c_contiguous:
+        if out.shape[1] != dim or out.dtype != np.float32 or not out.flags.c_contiguous:
             raise ValueError("embedding buffer does not fit the recogniser")
+
+    def _normalise(self, out: np.ndarray, n: int) -> None:
+        emb = out[:n]
+        norms = self._norms[:n]
+        np.einsum("ij,ij->i", emb, emb, out=norms[:, 0])
+        np.sqrt(norms, out=norms)
+        np.maximum(norms, 1e-12, out=norms)
+        np.divide(emb, norms, out=emb)
+        norms.fill(0)
+
+
+class Embedder(CropEmbedder):
+    """``__call__(bufs, n)``: embed ``bufs.crops[:n]`` into ``bufs.emb[:n]`` (L2-normalised)."""
+
+    def __init__(self, session: ort.InferenceSession, mean: float, std: float,
+                 swap_rb: bool = True, max_batch: int = 16, io_device: str | None = None) -> None:
+        super().__init__(mean, std, swap_rb, max_batch)
+        self.session = session
+        inp = session.get_inputs()[0]
+        out = session.get_outputs()[0]
+        self.input_name = inp.name
+        self.output_name = out.name
+        self.input_size = int(inp.shape[2]) if isinstance(inp.shape[2], int) else 112
+        dim = out.shape[-1]
+        if not isinstance(dim, int):
+            raise ModelError("recogniser output dimension is not fixed")
+        self.dim = dim
+        self.providers = session.get_providers()
+        self._binding = session.io_binding()
+        # None: bind the host FaceBuffers in place (the CPU path); 'cuda' (or 'cpu' in tests):
+        # bind device tensors owned by bufs.device
+        self.io_device = io_device
+
+    def embed_into(self, bufs: FaceBuffers, n: int, out: np.ndarray) -> int:
+        if n == 0:
+            return 0
+        self._check_out(bufs, n, out, self.dim)
         self._fill_blob(bufs, n)
+        if self.io_device is not None:
+            self._run_on_device(bufs, n, self.io_device, out)
+        else:
+            self._run_on_host(bufs, n, out)
+        self._normalise(out, n)
+        return n
+
+    def _run_on_host(self, bufs: FaceBuffers, n: int, out: np.ndarray) -> None:
         done = 0
         while done < n:
             k = min(self.max_batch, n - done)
@@ -109,11 +152,27 @@ class Embedder:
                           out[done:done + k].ctypes.data)
             self.session.run_with_iobinding(b)
             done += k
-        emb = out[:n]
-        norms = self._norms[:n]
-        np.einsum("ij,ij->i", emb, emb, out=norms[:, 0])
-        np.sqrt(norms, out=norms)
-        np.maximum(norms, 1e-12, out=norms)
-        np.divide(emb, norms, out=emb)
-        norms.fill(0)
-        return n
+
+    def _run_on_device(self, bufs: FaceBuffers, n: int, device: str, out: np.ndarray) -> None:
+        """The whole host blob in, batches bound at row offsets of the device tensors, the
+        embeddings out into ``out``: two copies a call, no ORT-allocated input or output."""
+        make = ort_array(device)
+        d_in = bufs.device.get("rec_blob", bufs.blob.shape, np.float32, make)
+        d_out = bufs.device.get("rec_emb" if out is bufs.emb else f"rec_emb_{self.dim}", out.shape, np.float32, make)
+        d_in.write(bufs.blob)
+        in_row = bufs.blob[0].nbytes
+        out_row = out[0].nbytes
+        s = self.input_size
+        done = 0
+        while done < n:
+            k = min(self.max_batch, n - done)
+            b = self._binding
+            b.clear_binding_inputs()
+            b.clear_binding_outputs()
+            b.bind_input(self.input_name, device, 0, np.float32, [k, 3, s, s],
+                         d_in.value.data_ptr() + done * in_row)
+            b.bind_output(self.output_name, device, 0, np.float32, [k, self.dim],
+                          d_out.value.data_ptr() + done * out_row)
+            self.session.run_with_iobinding(b)
+            done += k
+        d_out.read_into(out)
