@@ -100,7 +100,8 @@ class TorchEmbedder(CropEmbedder):
         self._fill_blob(bufs, n)
         make = torch_array(self.device)
         d_in = bufs.device.get("rec_blob", bufs.blob.shape, np.float32, make).tensor
-        d_out = bufs.device.get("rec_emb" if out is bufs.emb else f"rec_emb_{self.dim}", out.shape, np.float32, make).tensor
+        name = "rec_emb" if out is bufs.emb else f"rec_emb_{self.dim}"  # a fused model's part
+        d_out = bufs.device.get(name, out.shape, np.float32, make).tensor
         d_in[:n].copy_(torch.from_numpy(bufs.blob[:n]))  # from_numpy: a view, no host copy
         with torch.inference_mode():
             done = 0

@@ -10,6 +10,8 @@ update_inplace); the same tests run on 'cuda' where a CUDA device is there, and 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -189,3 +191,31 @@ def test_torch_positive_control_zeroize_off_leaves_data(zeroize_off_allowed, dev
     d.get("t", (4, 4), np.float32, tb.torch_array(device)).tensor.fill_(3.0)
     d.zeroize()
     assert d.nonzero() == {"t": 16}
+
+
+EDGEFACE = Path(__file__).resolve().parents[3] / "shared" / "models" / "edgeface_xs" / "edgeface_xs.onnx"
+EDGEFACE_SHA = "e0e6caf2f5dd1118401a709dd6ac0d5b60b18bc441991b1b88afde8f5f4f61bb"
+
+
+@pytest.mark.parametrize("device", ORT_DEVICES)
+def test_a_fused_recogniser_on_device_tensors_equals_the_host_path_and_every_part_is_zeroed(
+        models_ready, sample_images, device):
+    if not EDGEFACE.is_file():
+        pytest.skip(f"needs ../shared/models/edgeface_xs (test use only): {EDGEFACE} is absent")
+    fuse = [{"kind": "onnx", "model": str(EDGEFACE), "sha256": EDGEFACE_SHA}]
+    img = _photo(sample_images)
+    det = make_detector(DetectorSection(device="cpu"))
+    host = make_embedder(RecognizerSection(device="cpu", fuse=fuse))
+    ref = FaceBuffers(32, host.dim, lock=False)
+    n = _frame(det, host, img, ref)
+    on_dev = make_embedder(RecognizerSection(device="cpu", fuse=fuse))
+    for member in on_dev.members:
+        member.io_device = device
+    b = FaceBuffers(32, on_dev.dim, lock=False)
+    assert _frame(det, on_dev, img, b) == n >= 5
+    np.testing.assert_allclose(b.emb[:n], ref.emb[:n], atol=1e-3)
+    seen = b.device.nonzero()
+    assert {"rec_blob", "rec_emb_128", "rec_emb_512"} <= set(seen) and all(seen.values())
+    b.zeroize()
+    ref.zeroize()
+    assert b.is_clear() and not any(b.device.nonzero().values())

@@ -158,7 +158,8 @@ class Embedder(CropEmbedder):
         embeddings out into ``out``: two copies a call, no ORT-allocated input or output."""
         make = ort_array(device)
         d_in = bufs.device.get("rec_blob", bufs.blob.shape, np.float32, make)
-        d_out = bufs.device.get("rec_emb" if out is bufs.emb else f"rec_emb_{self.dim}", out.shape, np.float32, make)
+        name = "rec_emb" if out is bufs.emb else f"rec_emb_{self.dim}"  # a fused model's part
+        d_out = bufs.device.get(name, out.shape, np.float32, make)
         d_in.write(bufs.blob)
         in_row = bufs.blob[0].nbytes
         out_row = out[0].nbytes
