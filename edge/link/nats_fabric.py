@@ -218,13 +218,16 @@ def _read_secret(path: Path, what: str) -> str:
 
 
 def error_reason(exc: BaseException | str) -> str:
-    """A short metric label for a NATS error (authorization, permission, timeout, ...)."""
+    """A short metric label for a NATS error (auth, permission, tls, timeout, ...)."""
     text = str(exc).lower()
     name = type(exc).__name__.lower() if not isinstance(exc, str) else ""
     if "authorization" in text or "authentication" in text or "auth" in name:
         return "auth"
     if "permissions violation" in text or "permission" in text:
         return "permission"
+    if isinstance(exc, ssl.SSLError) or "certificate" in text or "[ssl" in text \
+            or "tls" in name:
+        return "tls"  # a CA mismatch, an expired or missing certificate, a failed handshake
     if "maximum payload" in text or "maxpayload" in name:
         return "max_payload"
     if "no response from stream" in text or "nostreamresponse" in name or "no responders" in text:
