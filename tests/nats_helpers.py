@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -84,10 +85,12 @@ class NatsServer:
     """One nats-server process (JetStream on); restartable on the same ports and store."""
 
     def __init__(self, root: Path, name: str, port: int, cluster_port: int | None = None,
-                 routes: list[int] | None = None, auth: str = "") -> None:
+                 routes: list[int] | None = None, auth: str = "", extra: str = "",
+                 scheme: str = "nats") -> None:
         self.binary = need_nats_server()
         self.name = name
         self.port = port
+        self.scheme = scheme
         self.dir = root / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.conf = self.dir / "server.conf"
@@ -103,13 +106,15 @@ class NatsServer:
                          f' routes: [{route_urls}] }}')
         if auth:
             lines.append(auth)
+        if extra:  # e.g. a tls { ... } block
+            lines.append(extra)
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "server.log"
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> NatsServer:
         with open(self.log, "ab") as out:
@@ -148,7 +153,10 @@ class Fabric:
     """N servers (1 or 3), the streams created with ``replicas`` = N, optional accounts."""
 
     def __init__(self, root: Path, size: int = 1, nodes: list[NodeAccount] | None = None,
-                 hubs: list[HubAccount] | None = None) -> None:
+                 hubs: list[HubAccount] | None = None, extra: str = "",
+                 admin_tls: ssl.SSLContext | None = None) -> None:
+        """``extra``: more server config (a ``tls { ... }`` block); ``admin_tls``: the client
+        context the set-up connection uses then (servers are named tls://...)."""
         ports = _free_ports(size * 2)
         client_ports, cluster_ports = ports[:size], ports[size:]
         auth = ""
@@ -159,10 +167,11 @@ class Fabric:
             NatsServer(root, f"n{i}", client_ports[i],
                        cluster_ports[i] if size > 1 else None,
                        [p for j, p in enumerate(cluster_ports) if j != i] if size > 1 else None,
-                       auth)
+                       auth, extra, "tls" if admin_tls is not None else "nats")
             for i in range(size)
         ]
         self.replicas = size
+        self.admin_tls = admin_tls
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -179,6 +188,8 @@ class Fabric:
         kw: dict[str, Any] = {"servers": list(self.urls)}
         if self.secured:
             kw.update(user=ADMIN[0], password=ADMIN[1])
+        if self.admin_tls is not None:
+            kw["tls"] = self.admin_tls
         return kw
 
     def start(self) -> Fabric:
