@@ -112,12 +112,17 @@ class NatsHubLink:
     def start(self) -> NatsHubLink:
         self._io.start()
         asyncio.run_coroutine_threadsafe(self._run(), self._loop)
-        # Wait a moment for the first connection, so wrong credentials stop the hub with one
-        # line; a fabric that is merely down is retried in the background.
+        # Wait a moment for the first connection, so wrong credentials or TLS files stop the
+        # hub with one line; a fabric that is merely down is retried in the background.
         self._connected.wait(self.cfg.connect_timeout_s + 1.0)
         if self._first_error == "auth":
             self.stop()
             raise EdgeError(f"NATS fabric {self.endpoint} refused this hub's credentials")
+        if self._first_error == "tls":
+            self.stop()
+            raise EdgeError(f"NATS fabric {self.endpoint}: TLS handshake failed (check "
+                            "nats.tls_ca, and nats.tls_cert/tls_key if the servers ask for "
+                            "a client certificate)")
         self._thread = threading.Thread(target=self._work, name="hub-nats", daemon=True)
         self._thread.start()
         return self
@@ -233,7 +238,7 @@ class NatsHubLink:
     async def _on_error(self, exc: Exception) -> None:
         reason = error_reason(exc)
         self._count(reason)
-        if reason == "auth" and self._nc is None and self._first_error is None:
+        if reason in ("auth", "tls") and self._nc is None and self._first_error is None:
             self._first_error = reason  # refused before the first connection: start() says so
             self._connected.set()
         self._log_limited("err:" + reason, "NATS fabric error (%s): %s", reason, str(exc)[:200])

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edge.config import load_config
+from edge.errors import EdgeError
 from edge.hub.synthetic import synthetic_alert, synthetic_jpeg
 from edge.link.metrics import LinkMetrics
 from edge.link.nats_fabric import HubAccount, NatsSettings, NodeAccount
@@ -191,6 +192,12 @@ def test_mutual_tls_delivers_and_refuses_wrong_ca_and_missing_cert(
         assert hub.store.alert_ids() == [a1.alert_id]  # nothing else arrived
         good.send(synthetic_alert("node-1", n=4, deployment_id=DEP), JPEG)
         wait_for(lambda: len(hub.store.alert_ids()) == 2, 20, "good node still delivers")
+
+        # a hub trusting another CA stops at start with one line, as wrong credentials do
+        with pytest.raises(EdgeError, match="TLS handshake failed"):
+            fabric_hub(tmp_path / "hub-wrong-ca", fabric, **{
+                "nats.tls_ca": str(other.pem), "nats.tls_cert": str(hub_cert),
+                "nats.tls_key": str(hub_key)})
     finally:
         for x in senders:
             x.close(timeout=0)
