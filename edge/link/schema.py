@@ -144,7 +144,9 @@ FIELD_NAMES = frozenset(f.name for f in fields(Alert))
 
 
 def _bad(name: str, why: str) -> AlertFormatError:
-    return AlertFormatError("field", f"alert field {name!s}: {why}")
+    # a hostile sender picks unknown field names: escape them so the error stays one line
+    shown = name if name.isprintable() else ascii(name)
+    return AlertFormatError("field", f"alert field {shown}: {why}")
 
 
 def validate(alert: Alert) -> Alert:

@@ -139,3 +139,15 @@ def test_encode_validates() -> None:
 def test_alert_is_keyword_only_dataclass() -> None:
     with pytest.raises(TypeError):
         Alert("node", "cam")  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", ["\n", "a\r\nb", "\x1b[2J", "ok_name"])
+def test_an_unknown_field_name_of_a_hostile_sender_stays_one_line(name: str) -> None:
+    frames = encode(synthetic_alert("node-7", "gate 3", 5), JPEG)
+    header = json.loads(frames[1])
+    header[name] = None
+    with pytest.raises(AlertFormatError) as err:
+        decode([SCHEMA_TAG, json.dumps(header).encode(), JPEG])
+    text = str(err.value)
+    assert err.value.reason == "field" and "unknown field" in text
+    assert text.isprintable() and "\n" not in text and "\x1b" not in text
