@@ -156,6 +156,12 @@ class TrackerSection(_Section):
 
 class MatchSection(_Section):
     threshold: float = Field(0.60, gt=0, lt=1, description="cosine similarity to alert at")
+    # group-free fair score normalisation (edge.watchlist.cohort): set when the watchlist is
+    # created from a consented cohort (--cohort); a node refuses a list that disagrees
+    score_normalisation: Literal["off", "cohort-clusters"] = "off"
+    cohort_clusters: int = Field(32, ge=2, le=1000, description="k-means clusters of the cohort")
+    cohort_fmr: float = Field(1e-3, gt=0, le=0.1,
+                              description="false match rate the per-cluster thresholds are set at")
 
 
 class AlertsNatsSection(_Section):

@@ -45,6 +45,11 @@ _dir = click.Path(exists=True, file_okay=False, path_type=Path)
                    "half) to this JSON file, for `edge watchlist create --fusion-stats`.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Node config whose detector/recogniser settings and models to evaluate.")
+@click.option("--score-normalisation", type=click.Choice(["off", "cohort-clusters"]),
+              help="Also measure the cohort-cluster score normalisation beside the plain scores "
+                   "(the calibration half is the cohort); default: the config's [match].")
+@click.option("--cohort-clusters", type=click.IntRange(2, 1000),
+              help="k-means clusters for it (default: the config's match.cohort_clusters).")
 @click.option("--split-salt", default=SPLIT_SALT, show_default=True,
               help="Salt of the identity hash that splits calibration from report data.")
 @click.option("--limit-identities", type=click.IntRange(1),
@@ -61,7 +66,7 @@ _dir = click.Path(exists=True, file_okay=False, path_type=Path)
 def eval_cmd(identities: Path, impostors: Path | None, watchlist_size: int, target_fpir: str,
              fpir_targets: tuple[str, ...], exclusions: tuple[str, ...], out_dir: Path,
              write_config: Path | None, write_fusion: Path | None, config: Path | None,
-             split_salt: str,
+             score_normalisation: str | None, cohort_clusters: int | None, split_salt: str,
              limit_identities: int | None, limit_impostors: int | None, pad: float,
              cache_dir: Path | None, no_cache: bool, quiet: bool) -> None:
     """Measure open-set 1:N accuracy and demographic differentials; calibrate the threshold.
@@ -88,6 +93,7 @@ def eval_cmd(identities: Path, impostors: Path | None, watchlist_size: int, targ
         exclusions=",".join(exclusions) or None, salt=split_salt,
         limit_identities=limit_identities, limit_impostors=limit_impostors, pad=pad,
         cache_dir=cache_dir, use_cache=not no_cache, progress=not quiet, config=config,
+        score_normalisation=score_normalisation, cohort_clusters=cohort_clusters,
     )
     if write_fusion is not None and (config is None or not load_config(config).recognizer.fuse):
         raise EdgeError("--write-fusion needs a --config with [[recognizer.fuse]] models")
@@ -132,6 +138,17 @@ def eval_cmd(identities: Path, impostors: Path | None, watchlist_size: int, targ
         click.echo(f"{name}: TPIR {100 * r['tpir_at_calibrated']:.1f}% at its calibrated threshold "
                    f"{r['threshold']:.4f}" + (f", {100 * direct['tpir']:.1f}% at FPIR 1/1,000"
                                               if direct else ""))
+    norm = s.get("score_normalisation")
+    if norm:
+        c = norm["clusters"]
+        click.echo(f"score normalisation: {c['clusters']} cohort clusters at FMR {c['fmr']:g} "
+                   f"(calibration half as the cohort)")
+        for name in ("off", "cohort-clusters"):
+            r = norm[name]
+            direct = r["tpir_at_fpir_direct"].get("0.001")
+            click.echo(f"  {name}: TPIR {100 * r['tpir_at_calibrated']:.1f}% at its calibrated "
+                       f"threshold {r['threshold']:.4f}" + (
+                           f", {100 * direct['tpir']:.1f}% at FPIR 1/1,000" if direct else ""))
     if write_fusion is not None and s.get("fusion"):
         write_stats(write_fusion, [ModelStats.from_dict(m) for m in s["fusion"]])
         click.echo(f"wrote fusion statistics to {write_fusion} (edge watchlist create --fusion-stats)")

@@ -19,11 +19,13 @@ from edge.commands.options import check_key_location, key_from_options, key_opti
 from edge.config import load_config
 from edge.errors import WatchlistError
 from edge.face.photos import FaceEngine
-from edge.watchlist import enrol, fusion, lifecycle, vault
+from edge.watchlist import cohort, enrol, fusion, lifecycle, vault
 from edge.watchlist.enrol import EnrolPolicy
 from edge.watchlist.index import Watchlist
 
 F = TypeVar("F", bound=Callable[..., Any])
+# cohort faces read for the score-normalisation clusters (the rest are ignored)
+COHORT_LIMIT = 5000
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -98,7 +100,52 @@ def _fuser(cfg, engine, stats_file: Path | None, background: Path | None
     return fuse
 
 
-_fusion_options = [
+def _normaliser(cfg, engine, cohort_dir: Path | None) -> Callable[[Watchlist], None] | None:
+    """With match.score_normalisation = "cohort-clusters": what fits the new list's cohort
+    clusters from the consented faces in ``cohort_dir`` (zeroed after; only centroids kept)."""
+    m = cfg.match
+    if m.score_normalisation == "off":
+        if cohort_dir is not None:
+            raise WatchlistError('--cohort is for match.score_normalisation = "cohort-clusters" '
+                                 "(set it in the --config)")
+        return None
+    if cohort_dir is None:
+        raise WatchlistError(f"match.score_normalisation is {m.score_normalisation}: give --cohort "
+                             "DIR, consented faces of people NOT on the list")
+
+    def normalise(wl: Watchlist) -> None:
+        faces = enrol.background_embeddings(engine, cohort_dir, limit=COHORT_LIMIT)
+        try:
+            clusters = cohort.fit(faces, m.cohort_clusters, m.cohort_fmr,
+                                  f"cohort {cohort_dir.name} ({len(faces)} faces)")
+        finally:
+            faces.fill(0)
+        wl.set_cohort(clusters)
+        n = clusters.summary()
+        click.echo(f"score normalisation: {n['clusters']} cohort clusters at FMR {n['fmr']:g}, "
+                   f"offsets {n['offset_range'][0]:+.4f} to {n['offset_range'][1]:+.4f}", err=True)
+    return normalise
+
+
+def _list_fixers(cfg, engine, stats_file: Path | None, background: Path | None,
+                 cohort_dir: Path | None) -> Callable[[Watchlist], None] | None:
+    """Fusion statistics first (they scale the index), then the cohort clusters."""
+    steps = [f for f in (_fuser(cfg, engine, stats_file, background),
+                         _normaliser(cfg, engine, cohort_dir)) if f is not None]
+    if not steps:
+        return None
+
+    def run(wl: Watchlist) -> None:
+        for step in steps:
+            step(wl)
+    return run
+
+
+_scoring_options = [
+    click.option("--cohort", "cohort_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                 help='With match.score_normalisation = "cohort-clusters": consented faces of people '
+                      "NOT on the list (one per image) to fit the score-normalisation clusters on; "
+                      "only cluster centroids and offsets are stored."),
     click.option("--fusion-stats", "fusion_stats",
                  type=click.Path(exists=True, dir_okay=False, path_type=Path),
                  help="Fused recognisers: impostor statistics from `edge eval --write-fusion`."),
@@ -108,8 +155,8 @@ _fusion_options = [
 ]
 
 
-def fusion_options(f: F) -> F:
-    for opt in reversed(_fusion_options):
+def scoring_options(f: F) -> F:
+    for opt in reversed(_scoring_options):
         f = opt(f)
     return f
 
@@ -231,14 +278,14 @@ def watchlist() -> None:
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Node config (models to use).")
 @policy_options
-@fusion_options
+@scoring_options
 @key_options
 def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: str, start: str, end: str,
                out: Path, auto_destroy_hours: float, allow_rejects: bool, replace: bool,
                audit_path: Path | None, audit_key: Path | None, config: Path | None,
                min_face_px: float, min_sharpness: float,
-               max_yaw: float, max_pitch: float, fusion_stats: Path | None, background: Path | None,
-               key_file: Path | None, passphrase_env: str | None) -> None:
+               max_yaw: float, max_pitch: float, cohort_dir: Path | None, fusion_stats: Path | None,
+               background: Path | None, key_file: Path | None, passphrase_env: str | None) -> None:
     """Create a deployment watchlist from reference images and a CSV.
 
     Every image is checked: readable, exactly one face, large, sharp and frontal enough.
@@ -268,7 +315,7 @@ def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: st
     cfg, engine = _engine(config)
     meta.model, meta.model_sha256 = lifecycle.model_identity(cfg)
     click.echo(f"checking {len(rows)} image(s) of {len(subjects)} subject(s)", err=True)
-    fuse = _fuser(cfg, engine, fusion_stats, background)
+    fuse = _list_fixers(cfg, engine, fusion_stats, background, cohort_dir)
     result, key = _enrol_and_save(engine, subjects, rows, policy, meta, allow_rejects, out, key, key_file,
                                   passphrase_env, fuse)
     wl = result.watchlist
@@ -281,7 +328,9 @@ def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: st
         "auto_destroy_hours": meta.auto_destroy_hours, "subjects": s["subjects"], "entries": s["entries"],
         "rejected_images": len(result.rejected), "subjects_left_out": len(result.not_enrolled),
         "model": meta.model, "model_sha256": meta.model_sha256, "index_type": s["index_type"],
-        "fusion": s["fusion"], "vault_id": info["vault_id"], "key": key.kind, "path": str(out.resolve()),
+        "fusion": s["fusion"],
+        "normalisation": s["normalisation"], "vault_id": info["vault_id"], "key": key.kind,
+        "path": str(out.resolve()),
     })
     click.echo(f"watchlist written to {out}: {s['subjects']} subject(s), {s['entries']} reference image(s), "
                f"index {s['index_type']}")
@@ -306,13 +355,13 @@ def create_cmd(images_dir: Path, csv_path: Path, deployment_id: str, officer: st
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Node config (models to use).")
 @policy_options
-@fusion_options
+@scoring_options
 @key_options
 def build_cmd(images_dir: Path, out: Path, deployment_id: str, replace: bool,
               audit_path: Path | None, audit_key: Path | None,
               config: Path | None, min_face_px: float, min_sharpness: float, max_yaw: float,
-              max_pitch: float, fusion_stats: Path | None, background: Path | None,
-              key_file: Path | None, passphrase_env: str | None) -> None:
+              max_pitch: float, cohort_dir: Path | None, fusion_stats: Path | None,
+              background: Path | None, key_file: Path | None, passphrase_env: str | None) -> None:
     """Build a development watchlist from IMAGES_DIR with one sub-folder per subject.
 
     The folder name is the subject id and display name; every image in it becomes a
@@ -337,7 +386,7 @@ def build_cmd(images_dir: Path, out: Path, deployment_id: str, replace: bool,
     meta = enrol.WatchlistMeta(deployment_id=deployment_id, index_type="auto")
     meta.model, meta.model_sha256 = lifecycle.model_identity(cfg)
     click.echo(f"building from {len(rows)} image(s) of {len(subjects)} subject(s)", err=True)
-    fuse = _fuser(cfg, engine, fusion_stats, background)
+    fuse = _list_fixers(cfg, engine, fusion_stats, background, cohort_dir)
     result, key = _enrol_and_save(engine, subjects, rows, policy, meta, True, out, key, key_file,
                                   passphrase_env, fuse)
     wl = result.watchlist
@@ -346,6 +395,7 @@ def build_cmd(images_dir: Path, out: Path, deployment_id: str, replace: bool,
         "deployment_id": deployment_id, "development": True, "subjects": s["subjects"],
         "entries": s["entries"], "rejected_images": len(result.rejected), "model": meta.model,
         "model_sha256": meta.model_sha256, "index_type": s["index_type"], "fusion": s["fusion"],
+        "normalisation": s["normalisation"],
         "vault_id": vault.read_meta(out, key)["vault_id"], "key": key.kind, "path": str(out.resolve()),
     })
     click.echo(f"watchlist written to {out}: {s['subjects']} subject(s), {s['entries']} reference image(s), "
@@ -394,6 +444,10 @@ def show_cmd(directory: Path, as_json: bool, key_file: Path | None, passphrase_e
     for f in wl.fusion:
         click.echo(f"  fused     {f.name} weight {f.weight:g}, impostor mean {f.impostor_mean:.4f} "
                    f"sd {f.impostor_std:.4f} ({f.source})")
+    if wl.cohort is not None:
+        n = wl.cohort.summary()
+        click.echo(f"scores      normalised by {n['clusters']} cohort clusters at FMR {n['fmr']:g} "
+                   f"({n['cohort_size']} consented faces; {n['source']})")
     click.echo(f"entries     {len(wl)} reference image(s), {len(wl.subjects)} subject(s), "
                f"index {m.index_type}")
     click.echo("")

@@ -197,6 +197,7 @@ def run_node(cfg: Config, req: RunRequest, notify: Notify = _stderr) -> dict[str
         "threshold": cfg.match.threshold, "zeroize": cfg.privacy.zeroize,
         "hardening": report.to_dict(), "memory_locked": not locked.failures,
         "recogniser": wl.meta.model, "fusion": wl.stats()["fusion"],
+        "normalisation": wl.stats()["normalisation"],
     })
 
     stop = threading.Event()

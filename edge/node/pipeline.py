@@ -165,7 +165,7 @@ class Node:
             st["embed"] += t4 - t3
             self.stats.faces_embedded += m
 
-            self.watchlist.search(b.emb[:m], b.sims, b.ids)
+            self.watchlist.search(b.emb[:m], b.sims, b.ids, b.whole)
             t5 = time.perf_counter()
             st["search"] += t5 - t4
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from edge.errors import WatchlistError
 from edge.watchlist import vault
+from edge.watchlist.cohort import CohortClusters
 from edge.watchlist.fusion import ModelStats, column_scale
 
 FORMAT_VERSION = 1
@@ -67,6 +69,9 @@ class WatchlistMeta:
     # a fused list: every recogniser with its weight and impostor statistics, the primary
     # first (edge.watchlist.fusion); empty for a single-model list
     models: list[dict] = field(default_factory=list)
+    # score normalisation by cohort clusters (edge.watchlist.cohort): its figures; the
+    # centroids are the "cohort" blob. Empty: raw (fused) scores.
+    normalisation: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -78,12 +83,16 @@ class Match:
     subject: Subject
 
 
+# A stage's zeroed-per-frame buffer, by name, shape and dtype (edge.privacy.FaceBuffers.whole).
+Scratch = Callable[[str, tuple[int, ...], type], np.ndarray]
+
+
 class Watchlist:
     """Index + metadata, loaded into RAM for matching."""
 
     def __init__(self, meta: WatchlistMeta, subjects: dict[str, Subject], entries: list[Entry],
                  embeddings: np.ndarray, references: dict[str, bytes] | None = None,
-                 index: faiss.Index | None = None) -> None:
+                 index: faiss.Index | None = None, cohort: CohortClusters | None = None) -> None:
         if len(entries) != len(embeddings):
             raise WatchlistError("watchlist entries and embeddings differ in count")
         self.meta = meta
@@ -96,14 +105,35 @@ class Watchlist:
         self.fusion = [ModelStats.from_dict(d) for d in meta.models]
         if self.fusion and sum(m.dim for m in self.fusion) != self.dim:
             raise WatchlistError("watchlist fusion blocks do not add up to its embedding size")
+        self.cohort = cohort
+        if cohort is not None and cohort.dim != self.dim:
+            raise WatchlistError(f"watchlist cohort clusters have {cohort.dim} dims, its "
+                                 f"embeddings {self.dim}")
         self.index = index if index is not None else build_index(self._indexed(), meta.index_type)
         self.meta.index_type = index_kind(self.index)
 
     def _indexed(self) -> np.ndarray:
-        """What the index holds: the embeddings, each model's block scaled for a fused list."""
-        if len(self.fusion) < 2:
-            return self.embeddings
-        return self.embeddings * column_scale(self.fusion)[None, :]
+        """What the index holds: the embeddings, each model's block scaled for a fused list,
+        and the gallery side of the cohort normalisation when the list has one."""
+        rows = self.embeddings
+        if len(self.fusion) >= 2:
+            rows = rows * column_scale(self.fusion)[None, :]
+        if self.cohort is not None:
+            rows = self.cohort.gallery_rows(self.embeddings, rows)
+        return rows
+
+    def _rebuild(self) -> None:
+        kind = self.meta.index_type if self.meta.index_type in ("flat", "hnsw") else "auto"
+        self.index = build_index(self._indexed(), kind)
+        self.meta.index_type = index_kind(self.index)
+
+    def set_cohort(self, cohort: CohortClusters) -> None:
+        """Normalise this list's scores by these cohort clusters (index rebuilt)."""
+        if cohort.dim != self.dim:
+            raise WatchlistError(f"cohort clusters have {cohort.dim} dims, the list holds {self.dim}")
+        self.cohort = cohort
+        self.meta.normalisation = cohort.meta()
+        self._rebuild()
 
     def set_fusion(self, models: list[ModelStats]) -> None:
         """Make this a fused list with these models' weights and statistics (index rebuilt)."""
@@ -112,16 +142,20 @@ class Watchlist:
                                  f"holds {self.dim}")
         self.fusion = list(models)
         self.meta.models = [asdict(m) for m in models]
-        kind = self.meta.index_type if self.meta.index_type in ("flat", "hnsw") else "auto"
-        self.index = build_index(self._indexed(), kind)
-        self.meta.index_type = index_kind(self.index)
+        self._rebuild()
 
     def __len__(self) -> int:
         return len(self.entries)
 
     # ---- matching ----
-    def search(self, probes: np.ndarray, sims_out: np.ndarray, ids_out: np.ndarray) -> None:
-        """Top-1 for each row of ``probes`` into caller-owned outputs (privacy buffers)."""
+    def search(self, probes: np.ndarray, sims_out: np.ndarray, ids_out: np.ndarray,
+               scratch: Scratch | None = None) -> None:
+        """Top-1 for each row of ``probes`` into caller-owned outputs (privacy buffers).
+
+        A normalised list first writes each probe's cluster side (``edge.watchlist.cohort``)
+        into ``scratch`` buffers, which the caller zeroes with the frame; without ``scratch``
+        they are local and zeroed here.
+        """
         n = len(probes)
         if n == 0:
             return
@@ -131,7 +165,22 @@ class Watchlist:
             return
         if faiss.omp_get_max_threads() != SEARCH_THREADS:
             faiss.omp_set_num_threads(SEARCH_THREADS)
-        self.index.search(probes, 1, D=sims_out[:n], I=ids_out[:n])
+        if self.cohort is None:
+            self.index.search(probes, 1, D=sims_out[:n], I=ids_out[:n])
+            return
+        rows = max(n, len(sims_out))
+        local = scratch is None
+        get: Scratch = scratch if scratch is not None else _local
+        aug = get("cohort_probe", (rows, self.dim + 2), np.float32)
+        csims = get("cohort_sims", (rows, self.cohort.k), np.float32)
+        cidx = get("cohort_idx", (rows,), np.int64)
+        try:
+            view = self.cohort.probe_rows(probes, aug, csims, cidx)
+            self.index.search(view, 1, D=sims_out[:n], I=ids_out[:n])
+        finally:
+            if local:
+                for a in (aug, csims, cidx):
+                    a.fill(0)
 
     def match_of(self, entry_idx: int, score: float) -> Match:
         e = self.entries[entry_idx]
@@ -164,8 +213,9 @@ class Watchlist:
     # ---- serialisation as named blobs (encrypted by edge.watchlist.vault) ----
     def to_blobs(self) -> dict[str, bytes]:
         fields = asdict(self.meta)
-        if not fields["models"]:
-            del fields["models"]  # a one-model list stays readable by releases before fusion
+        for name in ("models", "normalisation"):
+            if not fields[name]:
+                del fields[name]  # a plain list stays readable by releases before these
         meta = {
             "format": FORMAT_VERSION,
             "meta": fields,
@@ -179,6 +229,8 @@ class Watchlist:
             "embeddings": buf.getvalue(),
             "index": faiss.serialize_index(self.index).tobytes(),
         }
+        if self.cohort is not None:
+            blobs[COHORT_BLOB] = self.cohort.to_blob()
         for i, e in enumerate(self.entries):
             if e.entry_id in self.references:
                 blobs[ref_blob_name(i)] = self.references[e.entry_id]
@@ -202,7 +254,15 @@ class Watchlist:
                 if ref_blob_name(i) in blobs}
         if index.ntotal != len(entries):
             raise WatchlistError("watchlist index does not match its entries")
-        return cls(WatchlistMeta(**meta["meta"]), subjects, entries, emb, refs, index)
+        wmeta = WatchlistMeta(**meta["meta"])
+        cohort = None
+        if wmeta.normalisation:
+            if COHORT_BLOB not in blobs:
+                raise WatchlistError("watchlist is incomplete: missing its cohort clusters")
+            cohort = CohortClusters.from_stored(wmeta.normalisation, blobs[COHORT_BLOB])
+        if len(entries) and index.d != emb.shape[1] + (2 if cohort is not None else 0):
+            raise WatchlistError("watchlist index does not match its embeddings")
+        return cls(wmeta, subjects, entries, emb, refs, index, cohort)
 
     def save(self, directory: str | Path, key: vault.VaultKey) -> None:
         """Write encrypted (atomic: an existing list is replaced only when complete)."""
@@ -233,10 +293,18 @@ class Watchlist:
             "index_bytes": int(faiss.serialize_index(self.index).nbytes),
             "reference_images": len(self.references),
             "model": self.meta.model,
+            "normalisation": self.cohort.summary() if self.cohort is not None else None,
             "fusion": [{"name": m.name, "weight": m.weight, "impostor_mean": round(m.impostor_mean, 5),
                         "impostor_std": round(m.impostor_std, 5), "source": m.source}
                        for m in self.fusion],
         }
+
+
+COHORT_BLOB = "cohort"
+
+
+def _local(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    return np.zeros(shape, dtype)
 
 
 def ref_blob_name(entry_index: int) -> str:

@@ -81,6 +81,7 @@ def check_model(wl: Watchlist, cfg: Config) -> None:
     """Refuse a watchlist made with other recognisers: its embeddings would be meaningless."""
     ids = member_identities(cfg)
     name, sha = model_identity(cfg)
+    check_normalisation(wl, cfg)
     if wl.fusion:
         have = [m.sha256 for m in wl.fusion]
         if have != [s for _, s in ids]:
@@ -96,6 +97,23 @@ def check_model(wl: Watchlist, cfg: Config) -> None:
         raise WatchlistError(
             f"watchlist {wl.meta.deployment_id} was made with recogniser {wl.meta.model} "
             f"(sha256 {wl.meta.model_sha256[:12]}...), this node runs {name} ({sha[:12]}...)")
+
+
+def check_normalisation(wl: Watchlist, cfg: Config) -> None:
+    """Refuse a list whose scores are normalised differently from the config's [match]: the
+    threshold means something else on the other scale."""
+    want = cfg.match.score_normalisation
+    has = "cohort-clusters" if wl.cohort is not None else "off"
+    if want == has:
+        return
+    if has == "off":
+        raise WatchlistError(
+            f"match.score_normalisation is {want} but watchlist {wl.meta.deployment_id} was built "
+            "without a cohort: create it again with --cohort DIR")
+    raise WatchlistError(
+        f"watchlist {wl.meta.deployment_id} normalises scores by cohort clusters but "
+        "match.score_normalisation is off: set it to \"cohort-clusters\" (and a threshold "
+        "calibrated for it) or create the list without --cohort")
 
 
 def make_meta(deployment_id: str, officer: str, start: float, end: float,

@@ -123,6 +123,8 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str] | None = None
 
     if s.get("recognisers"):
         L += _recogniser_section(s)
+    if s.get("score_normalisation"):
+        L += _normalisation_section(s)
 
     # ---- goal
     gl = s["goal"]
@@ -398,21 +400,7 @@ def _recogniser_section(s: dict[str, Any]) -> list[str]:
                 [[f["name"], f"{f['weight']:g}", f"{f['impostor_mean']:.4f}",
                   f"{f['impostor_std']:.4f}", f"{f['impostor_pairs']:,}"] for f in s["fusion"]])
     L.append("")
-    rates = sorted({k for r in s["recognisers"].values() for k in r["tpir_at_fpir_direct"]},
-                   key=lambda k: -float(k))
-    head = ["recogniser"] + [f"TPIR at FPIR {_frac(float(k))} (measured)" for k in rates] + [
-        f"threshold, worst group FPIR ≤ {_frac(tgt)} at N = {N:,}", "binding group",
-        "TPIR there", "worst group / overall FPIR", "worst within-group FMR ratio"]
-    rows = []
-    for name, r in s["recognisers"].items():
-        fmr = [x for d in r["within_group_fmr_ratios"].values() for x in d.values()]
-        gr = r["group_fpir_ratios_at_calibrated"]
-        rows.append([f"**{name}**" if name == "fusion" else name]
-                    + [_pct(r["tpir_at_fpir_direct"][k]["tpir"]) if k in r["tpir_at_fpir_direct"]
-                       else "—" for k in rates]
-                    + [_thr(r["threshold"]), str(r["binding_group"]), _pct(r["tpir_at_calibrated"]),
-                       _ratio(max(gr)) if gr else "—", _ratio(max(fmr)) if fmr else "—"])
-    L += _table(head, rows)
+    L += _side_by_side_table(s["recognisers"], "recogniser", "fusion", N, tgt)
     L.append("")
     L.append("Per-group FMR with 95% intervals where the calibration half's overall FMR is "
              "1e-3, per recogniser (the other levels are in results.json):")
@@ -428,6 +416,56 @@ def _recogniser_section(s: dict[str, Any]) -> list[str]:
     if grows:
         L += _table(["recogniser", "FMR level", "grouping", "group: FMR [95% CI]"], grows)
         L.append("")
+    return L
+
+
+def _side_by_side_table(rows_by_name: dict[str, Any], first: str, bold: str, N: int,
+                        tgt: float) -> list[str]:
+    """Headline figures of several scorings of the same images (``_side_by_side_row``)."""
+    rates = sorted({k for r in rows_by_name.values() for k in r["tpir_at_fpir_direct"]},
+                   key=lambda k: -float(k))
+    head = [first] + [f"TPIR at FPIR {_frac(float(k))} (measured)" for k in rates] + [
+        f"threshold, worst group FPIR ≤ {_frac(tgt)} at N = {N:,}", "binding group",
+        "TPIR there", "worst group / overall FPIR", "worst within-group FMR ratio"]
+    rows = []
+    for name, r in rows_by_name.items():
+        fmr = [x for d in r["within_group_fmr_ratios"].values() for x in d.values()]
+        gr = r["group_fpir_ratios_at_calibrated"]
+        rows.append([f"**{name}**" if name == bold else name]
+                    + [_pct(r["tpir_at_fpir_direct"][k]["tpir"]) if k in r["tpir_at_fpir_direct"]
+                       else "—" for k in rates]
+                    + [_thr(r["threshold"]), str(r["binding_group"]), _pct(r["tpir_at_calibrated"]),
+                       _ratio(max(gr)) if gr else "—", _ratio(max(fmr)) if fmr else "—"])
+    return _table(head, rows)
+
+
+def _normalisation_section(s: dict[str, Any]) -> list[str]:
+    """Plain scores against the cohort-cluster normalisation, same images and split."""
+    o, n = s["options"], s["score_normalisation"]
+    c = n["clusters"]
+    L = ["### Score normalisation: plain against cohort clusters", ""]
+    L.append(f"Cohort: the calibration half ({c['cohort_size']:,} faces), {c['clusters']} k-means "
+             f"clusters, each cluster's threshold at within-cluster FMR {c['fmr']:g}; offsets "
+             f"t_G − t_c from {c['offset_range'][0]:+.4f} to {c['offset_range'][1]:+.4f}. "
+             "Thresholds are re-calibrated on the normalised scores; figures from the report half.")
+    L.append("")
+    rows = {k: n[k] for k in ("off", "cohort-clusters")}
+    L += _side_by_side_table(rows, "scores", "", o["watchlist_size"], o["target_fpir"])
+    L.append("")
+    L.append("Worst group's within-group FMR over its grouping's, per grouping, where the "
+             "calibration half's overall FMR is 1e-3 (report half):")
+    L.append("")
+    trows = []
+    for name, r in rows.items():
+        for _label, tab in list((k, t) for k, t in r["group_fmr_intervals"].items()
+                                if k != "calibrated")[:1]:
+            for grouping, d in tab["by_grouping"].items():
+                w = max(d["groups"], key=lambda g: g["rate"]) if d.get("groups") else None
+                if w is not None:
+                    trows.append([name, grouping, f"{w['group']}: {_rate_cell(w)}",
+                                  _ratio(d["worst_over_overall"])])
+    L += _table(["scores", "grouping", "worst group: FMR [95% CI]", "worst / grouping"], trows)
+    L.append("")
     return L
 
 

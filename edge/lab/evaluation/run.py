@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from edge.lab.evaluation.datasets import (
     load_face_set,
     split_of,
 )
+from edge.watchlist import cohort as C
 from edge.watchlist.fusion import ModelStats, block_scales
 from edge.watchlist.lifecycle import display_name, member_identities
 
@@ -87,6 +88,11 @@ class EvalOptions:
     use_cache: bool = True
     progress: bool = True
     config: Path | None = None
+    # the cohort-cluster score normalisation, measured beside the plain scores (the
+    # calibration half is the cohort); None: as the config's [match] says
+    score_normalisation: str | None = None
+    cohort_clusters: int | None = None
+    cohort_fmr: float | None = None
 
 
 # ----------------------------------------------------------------------------- data
@@ -103,6 +109,13 @@ class Pool:
     names: list[str]  # file names (for the excluded-pairs listing)
     groups: dict[str, np.ndarray]  # "<set> <grouping>" -> label per image (None = unlabelled)
     primary: list[str]  # group keys used for calibration
+    # the gallery side of a score when it differs from the probe side (the cohort-cluster
+    # normalisation: probe rows [e, d, 1], gallery rows [e, 1, d]); None: ``emb`` itself
+    right: np.ndarray | None = None
+
+    @property
+    def rhs(self) -> np.ndarray:
+        return self.emb if self.right is None else self.right
 
 
 def limit_subset(fs: FaceSet, n: int | None, salt: str, by_identity: bool) -> FaceSet:
@@ -223,7 +236,7 @@ def open_set(pool: Pool, person: np.ndarray) -> OpenSet:
 
     def search(probes: list[int]) -> tuple[np.ndarray, np.ndarray]:
         p = np.array(probes, int)
-        sims = pool.emb[p] @ pool.emb[g].T
+        sims = pool.emb[p] @ pool.rhs[g].T
         # an excluded comparison (alias/twin of a gallery subject) is never a candidate
         same_person_other_name = (person[p][:, None] == person[g][None, :]) & (
             pool.identity[p][:, None] != pool.identity[g][None, :]
@@ -272,17 +285,19 @@ def _held_out(by_id: dict[str, list[int]], pool: Pool) -> set[str]:
 
 
 def impostor_scores(emb: np.ndarray, person: np.ndarray, idx: np.ndarray,
-                    block: int = 1024) -> np.ndarray:
-    """Sorted scores of every pair (i < j) in ``idx`` whose person keys differ.
+                    block: int = 1024, right: np.ndarray | None = None) -> np.ndarray:
+    """Sorted scores of every pair (i < j) in ``idx`` whose person keys differ
+    (``emb`` rows against ``right`` rows when the two sides differ).
 
     Row blocks keep memory at ``block x len(idx)`` however large the set.
     """
     idx = np.asarray(idx, int)
     e = emb[idx]
+    rhs = e if right is None else right[idx]
     pk = person[idx]
     out = []
     for s in range(0, idx.size, block):
-        sims = e[s:s + block] @ e.T
+        sims = e[s:s + block] @ rhs.T
         rows = np.arange(s, min(s + block, idx.size))
         keep = (np.arange(idx.size)[None, :] > rows[:, None]) & (pk[rows][:, None] != pk[None, :])
         out.append(sims[keep])
@@ -294,16 +309,18 @@ def impostor_scores(emb: np.ndarray, person: np.ndarray, idx: np.ndarray,
 
 
 def top_impostor_pairs(emb: np.ndarray, person: np.ndarray, idx: np.ndarray, k: int = 10,
-                       block: int = 1024) -> list[tuple[float, int, int]]:
+                       block: int = 1024, right: np.ndarray | None = None
+                       ) -> list[tuple[float, int, int]]:
     """The ``k`` highest-scoring impostor pairs in ``idx`` as (score, i, j) pool indices.
 
     Published so a reader can see what sets a high threshold (often label noise)."""
     idx = np.asarray(idx, int)
     e = emb[idx]
+    rhs = e if right is None else right[idx]
     pk = person[idx]
     best: list[tuple[float, int, int]] = []
     for s in range(0, idx.size, block):
-        sims = e[s:s + block] @ e.T
+        sims = e[s:s + block] @ rhs.T
         rows = np.arange(s, min(s + block, idx.size))
         keep = (np.arange(idx.size)[None, :] > rows[:, None]) & (pk[rows][:, None] != pk[None, :])
         sims = np.where(keep, sims, -np.inf)
@@ -328,14 +345,14 @@ class _Pools:
 
 def _impostor_pools(pool: Pool, person: np.ndarray) -> _Pools:
     ok = np.flatnonzero(pool.ok)
-    overall = impostor_scores(pool.emb, person, ok)
+    overall = impostor_scores(pool.emb, person, ok, right=pool.right)
     by_group: dict[str, dict[str, np.ndarray]] = {}
     for g, labels in pool.groups.items():
         vals = sorted({v for v in labels[ok] if v is not None})
         by_group[g] = {}
         for v in vals:
             idx = ok[labels[ok] == v]
-            sc = impostor_scores(pool.emb, person, idx)
+            sc = impostor_scores(pool.emb, person, idx, right=pool.right)
             if sc.size:
                 by_group[g][v] = sc
     return _Pools(overall, by_group)
@@ -438,7 +455,7 @@ def _excluded_pairs(pool: Pool, ex: Exclusions, half: str) -> list[dict[str, Any
                 out.append({
                     "half": half, "image_a": pool.names[i], "image_b": pool.names[j],
                     "reason": reason.get((pool.identity[i], pool.identity[j]), "alias group"),
-                    "score": round(float(pool.emb[i] @ pool.emb[j]), 4),
+                    "score": round(float(pool.emb[i] @ pool.rhs[j]), 4),
                 })
     return sorted(out, key=lambda d: -d["score"])
 
@@ -520,7 +537,8 @@ def _variant(
     display = {f"{f:g}": M.threshold_for_rate(cimp.overall, f) for f in DISPLAY_FMRS
                if f * cimp.overall.size >= 1}
     cpool = pools[CALIBRATION]
-    top = top_impostor_pairs(cpool.emb, person_keys(cpool, ex), np.flatnonzero(cpool.ok))
+    top = top_impostor_pairs(cpool.emb, person_keys(cpool, ex), np.flatnonzero(cpool.ok),
+                             right=cpool.right)
     out["calibration_top_impostors"] = [
         {"score": round(sc, 4), "image_a": cpool.names[i], "image_b": cpool.names[j]}
         for sc, i, j in top]
@@ -766,6 +784,7 @@ def run_evaluation(opts: EvalOptions, engine: FaceEngine | None = None) -> EvalR
         if fs.skipped_line():
             log.warning("%s", fs.skipped_line())
     blocks = recogniser_blocks(engine)
+    raw_sets = sets  # the node's probe space: where cohort clusters are fitted and assigned
     fusion: list[ModelStats] | None = None
     members: dict[str, list[tuple[FaceSet, np.ndarray, np.ndarray]]] = {}
     if blocks is not None:
@@ -799,6 +818,21 @@ def run_evaluation(opts: EvalOptions, engine: FaceEngine | None = None) -> EvalR
             side_by_side[name] = _side_by_side_row(v_m, opts)
         side_by_side["fusion"] = _side_by_side_row(variants[primary], opts)
         curves["recogniser:fusion"] = curves[primary]
+    normalisation = None
+    norm = _normalisation_settings(opts, engine)
+    if norm is not None:
+        pex = ex if primary == "cleaned" else None
+        npools, clusters = cohort_normalised_pools(pools, build_pools(raw_sets, opts.salt), pex,
+                                                   norm[0], norm[1])
+        v_n, curves["normalisation:cohort-clusters"] = _variant(npools, pex, opts)
+        curves["normalisation:off"] = curves[primary]
+        normalisation = {
+            "kind": C.KIND, "clusters": clusters.summary(), "cluster_members": clusters.members,
+            "cluster_pairs": clusters.pairs,
+            "half_offsets": [round(float(x), 5) for x in clusters.half_offsets],
+            "off": _side_by_side_row(variants[primary], opts),
+            "cohort-clusters": _side_by_side_row(v_n, opts),
+        }
     excluded = []
     if ex is not None:
         for half, pool in pools.items():
@@ -831,8 +865,43 @@ def run_evaluation(opts: EvalOptions, engine: FaceEngine | None = None) -> EvalR
         "goal": _goal(variants[primary], opts),
         "fusion": [asdict(m) for m in fusion] if fusion is not None else None,
         "recognisers": side_by_side or None,
+        "score_normalisation": normalisation,
     }
     return EvalResult(summary=summary, curves=curves)
+
+
+def _normalisation_settings(opts: EvalOptions, engine: FaceEngine) -> tuple[int, float] | None:
+    """(clusters, FMR) when the cohort-cluster normalisation is to be measured, else None."""
+    m = engine.cfg.match
+    kind = opts.score_normalisation or m.score_normalisation
+    if kind == "off":
+        return None
+    if kind != C.KIND:
+        raise EdgeError(f"unknown score normalisation {kind!r} (off or {C.KIND})")
+    return (opts.cohort_clusters or m.cohort_clusters,
+            opts.cohort_fmr if opts.cohort_fmr is not None else m.cohort_fmr)
+
+
+def cohort_normalised_pools(pools: dict[str, Pool], raw: dict[str, Pool], ex: Exclusions | None,
+                            k: int, fmr: float) -> tuple[dict[str, Pool], C.CohortClusters]:
+    """Both halves with scores normalised by cohort clusters fitted on the calibration half
+    (the consented cohort; nothing of the report half is used). ``raw`` are the same images in
+    the probe's (unscaled) space, where the node assigns clusters."""
+    cal = raw[CALIBRATION]
+    ok = np.flatnonzero(cal.ok)
+    clusters = C.fit(cal.emb[ok], k, fmr, "edge eval: calibration half",
+                     person=person_keys(cal, ex)[ok])
+    out = {}
+    for half, pool in pools.items():
+        emb = raw[half].emb
+        sims = np.empty((len(emb), clusters.k), np.float32)
+        idx = np.empty(len(emb), np.int64)
+        clusters.nearest(emb, sims, idx)
+        d = clusters.half_offsets[idx][:, None]
+        one = np.ones_like(d)
+        out[half] = replace(pool, emb=np.ascontiguousarray(np.hstack([pool.emb, d, one])),
+                            right=np.ascontiguousarray(np.hstack([pool.emb, one, d])))
+    return out, clusters
 
 
 def _goal(v: dict[str, Any], opts: EvalOptions) -> dict[str, Any]:
