@@ -72,17 +72,21 @@ def test_control_room_tablet_per_deployment(tmp_path: Path, browser) -> None:  #
         # north only: its alerts, no banner of south's camera
         page.select_option("#deployment-filter", "north")
         wait_for(lambda: shown() == ids["north"], 10, "north's alerts only")
+        wait_for(lambda: page.locator("#open-count").inner_text() == "3 open", 5,
+                 "the header counts north's open alerts only")
         assert page.locator("#banners .banner.camera").count() == 0
         assert north.locator(".dep-pick").get_attribute("aria-pressed") == "true"
         # south by its button: its alerts and its camera's banner
         south.locator(".dep-pick").click()
         wait_for(lambda: shown() == ids["south"], 10, "south's alerts only")
+        assert page.locator("#open-count").inner_text() == "2 open"
         assert page.locator("#deployment-filter").input_value() == "south"
         banner.wait_for(timeout=10000)
         page.screenshot(path=str(ARTIFACTS / "tablet_control_room_south.png"))
         # pressed again: all deployments
         south.locator(".dep-pick").click()
         wait_for(lambda: shown() == ids["north"] | ids["south"], 10, "all alerts again")
+        wait_for(lambda: page.locator("#open-count").inner_text() == "5 open", 5, "all open")
         assert page.locator("#deployment-filter").input_value() == ""
         # a portrait tablet: the deployment lines wrap, nothing overflows sideways
         page.set_viewport_size({"width": 768, "height": 1024})

@@ -510,7 +510,8 @@ async function decide(alertId, decision, el) {
 
 function refresh() {
   let open = 0;
-  for (const { card } of state.cards.values()) if (!card.decision) open += 1;
+  // the selected deployment's open alerts only: the header says what the page shows
+  for (const { card } of state.cards.values()) if (!card.decision && inDeployment(card)) open += 1;
   const shown = $("#open").querySelectorAll("article").length;
   $("#open-count").textContent = open + " open";
   const empty = $("#empty");
