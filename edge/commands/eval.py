@@ -129,10 +129,17 @@ def eval_cmd(identities: Path, impostors: Path | None, watchlist_size: int, targ
         click.echo(f"pairs.csv verification ({name}): {100 * r['mean']:.2f}% "
                    f"± {100 * r['std']:.2f} over {len(r['fold_ids'])} folds")
     if write_config is not None:
+        threshold, tpir, scale = v["calibration"]["threshold"], op["tpir"], ""
+        norm = s.get("score_normalisation")
+        if norm and config is not None and \
+                load_config(config).match.score_normalisation == "cohort-clusters":
+            # the node scores on the normalised scale: its threshold is that one's
+            r = norm["cohort-clusters"]
+            threshold, tpir, scale = r["threshold"], r["tpir_at_calibrated"], " (cohort-normalised scores)"
         note = (f"edge eval: worst group FPIR <= {opts.target_fpir:.3g} at N={watchlist_size}; "
-                f"TPIR {100 * op['tpir']:.1f}% on the report half")
-        value = write_threshold_config(write_config, v["calibration"]["threshold"], note)
-        click.echo(f"wrote [match] threshold = {value} to {write_config}")
+                f"TPIR {100 * tpir:.1f}% on the report half{scale}")
+        value = write_threshold_config(write_config, threshold, note)
+        click.echo(f"wrote [match] threshold = {value}{scale} to {write_config}")
     for name, r in (s.get("recognisers") or {}).items():
         direct = r["tpir_at_fpir_direct"].get("0.001")
         click.echo(f"{name}: TPIR {100 * r['tpir_at_calibrated']:.1f}% at its calibrated threshold "

@@ -115,6 +115,32 @@ def test_cli_writes_report_and_config(engine, tmp_path, real_run) -> None:
     assert load_config(cfg).match.threshold == want
 
 
+def test_cli_measures_cohort_normalisation_and_writes_its_threshold(engine, tmp_path, real_run) -> None:
+    _, _, cache = real_run
+    cfg = tmp_path / "norm.toml"
+    cfg.write_text('[match]\nscore_normalisation = "cohort-clusters"\ncohort_clusters = 2\n'
+                   "cohort_fmr = 0.05\nthreshold = 0.5\n")
+    out = tmp_path / "rep"
+    r = CliRunner().invoke(cli, [
+        "eval", "--identities", str(shared_path("lfw_pairs_150")),
+        "--impostors", str(shared_path("utkface_adult_balanced")),
+        "--limit-identities", "60", "--limit-impostors", "80", "--exclusions", "lfw",
+        "--exclusions", "utkface", "--watchlist-size", "100", "--target-fpir", "1/10",
+        "--cache-dir", str(cache), "--out", str(out), "--config", str(cfg),
+        "--write-config", str(cfg), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "score normalisation: 2 cohort clusters" in r.output
+    res = json.loads((out / "results.json").read_text())
+    norm = res["score_normalisation"]
+    assert norm["clusters"]["clusters"] == 2 and len(norm["half_offsets"]) == 2
+    # the plain row is the primary variant; the node (normalisation on) gets the other threshold
+    assert norm["off"]["threshold"] == res["variants"]["cleaned"]["calibration"]["threshold"]
+    want = round_up(norm["cohort-clusters"]["threshold"])
+    assert want != round_up(norm["off"]["threshold"])  # else this would not tell them apart
+    assert load_config(cfg).match.threshold == want
+    assert "Score normalisation: plain against cohort clusters" in (out / "report.md").read_text()
+
+
 def test_folder_per_identity_layout() -> None:
     fs = D.load_face_set(shared_path("bbt_faces"))
     assert fs.layout == "folders" and len(fs.items) == 40
