@@ -16,6 +16,9 @@ as tables into the generated block of docs/ACCURACY.md's "Temporal fusion" secti
     python benchmarks/fusion.py                 # ~60 min the first time (frames are cached)
     python benchmarks/fusion.py --skip-video    # accuracy only
     python benchmarks/fusion.py --render-only   # tables/plots from the saved JSON
+    python benchmarks/fusion.py --config benchmarks/configs/fused-edgeface.toml --tag fused \
+        --skip-video --skip-sweep  # the same per-track figures for a fused recogniser:
+        # docs/eval/fusion_results_fused.json + fusion_report_fused.md, ACCURACY.md untouched
 """
 
 from __future__ import annotations
@@ -79,8 +82,8 @@ def accuracy(a: argparse.Namespace) -> dict[str, Any]:
     if not lfw.is_dir():
         raise SystemExit(f"needs ../shared/data: {lfw} is absent")
     # one ORT thread: the machine is shared; threads do not change the embeddings' maths
-    engine = FaceEngine(load_config(overrides={"recognizer": {"threads": a.threads},
-                                               "privacy": {"lock_memory": False}}))
+    engine = FaceEngine(load_config(a.config, overrides={"recognizer": {"threads": a.threads},
+                                                         "privacy": {"lock_memory": False}}))
     fixed = [0.45, 0.55, 0.60, 0.65]
     res_json = OUT / "results.json"
     if res_json.is_file():
@@ -88,7 +91,8 @@ def accuracy(a: argparse.Namespace) -> dict[str, Any]:
         fixed.append(round(s["variants"][s["primary_variant"]]["calibration"]["threshold"], 4))
     opts = F.FusionOptions(identities=lfw, impostors=utk if utk.is_dir() else None,
                          gates=gate_settings(), track_gates=TRACK_GATES,
-                         fixed_thresholds=tuple(sorted(set(fixed))))
+                         fixed_thresholds=tuple(sorted(set(fixed))),
+                         limit_identities=a.limit_identities, limit_impostors=a.limit_impostors)
     t0 = time.perf_counter()
     res = F.run_fusion(opts, engine)
     res["seconds"] = round(time.perf_counter() - t0, 1)
@@ -101,8 +105,8 @@ def sharpness_sweep(a: argparse.Namespace, n: int = 400) -> dict[str, Any]:
     px wide) and blurred (Gaussian sigma 0, 1, 2 at that size), searched against edge eval's
     watchlist. Sharpness is the node's measure on photo pixels only (``photo_sharpness``)."""
     lfw, utk = a.data / "lfw_pairs_150", a.data / "utkface_adult_balanced"
-    engine = FaceEngine(load_config(overrides={"recognizer": {"threads": a.threads},
-                                               "privacy": {"lock_memory": False}}))
+    engine = FaceEngine(load_config(a.config, overrides={"recognizer": {"threads": a.threads},
+                                                         "privacy": {"lock_memory": False}}))
     sets = []
     for root in (lfw, utk):
         if root.is_dir():
@@ -500,6 +504,13 @@ def render(r: dict[str, Any], plots: dict[str, str]) -> str:
               f"{o['exclusions']} · split salt `{o['split_salt']}` · watchlist size for the "
               f"extrapolation N = {o['watchlist_size']:,} (target FPIR 1/"
               f"{round(1 / o['target_fpir']):,}, needs FMR {o['required_fmr']:.3g}).", ""]
+        if acc.get("recogniser_fusion"):
+            L += ["Recogniser: fused score of " + ", ".join(
+                f"{x['name']} (weight {x['weight']:g}, impostor mean {x['impostor_mean']:.4f}, "
+                f"sd {x['impostor_std']:.4f} from {x['impostor_pairs']:,} pairs, block scale "
+                f"{x['block_scale']:.4f})" for x in acc["recogniser_fusion"])
+                + "; statistics from the calibration half's photos, as `edge eval`. Every "
+                "score and threshold below is that fused score sum_m a_m cos_m.", ""]
         rows = []
         for half in ("calibration", "report"):
             h = hv[half]
@@ -849,7 +860,7 @@ def _video_quality_table(vq: dict[str, Any]) -> list[str]:
     return L
 
 
-def plots(r: dict[str, Any], out: Path) -> dict[str, str]:
+def plots(r: dict[str, Any], out: Path, suffix: str = "") -> dict[str, str]:
     files: dict[str, str] = {}
     acc = r.get("accuracy")
     if acc:
@@ -894,7 +905,7 @@ def plots(r: dict[str, Any], out: Path) -> dict[str, str]:
         axes[0].set_ylabel("per-track TPIR, report half (%)")
         axes[0].legend(fontsize=7, loc="lower right")
         fig.tight_layout()
-        p = out / "fusion_tpir_vs_k.png"
+        p = out / f"fusion_tpir_vs_k{suffix}.png"
         fig.savefig(p, dpi=110)
         files["Per-track TPIR against frames per track"] = p.name
         # DET against the per-comparison FMR (FPIR at N = 10k on the top axis)
@@ -925,7 +936,7 @@ def plots(r: dict[str, Any], out: Path) -> dict[str, str]:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="upper right")
         fig.tight_layout()
-        p = out / "fusion_det.png"
+        p = out / f"fusion_det{suffix}.png"
         fig.savefig(p, dpi=110)
         files["Per-track DET against the per-comparison FMR"] = p.name
     vq = r.get("video_quality")
@@ -944,7 +955,7 @@ def plots(r: dict[str, Any], out: Path) -> dict[str, str]:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        p = out / "fusion_video_sharpness.png"
+        p = out / f"fusion_video_sharpness{suffix}.png"
         fig.savefig(p, dpi=110)
         files["Sharpness of camera faces"] = p.name
     return files
@@ -986,12 +997,29 @@ def main() -> None:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (0 = cores)")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="node TOML config for the recogniser(s), e.g. a [[recognizer.fuse]] one")
+    ap.add_argument("--tag", default="",
+                    help="results go to fusion_results_TAG.json / fusion_report_TAG.md, plots "
+                    "get a _TAG suffix, and docs/ACCURACY.md is not touched (implies --no-doc)")
+    ap.add_argument("--limit-identities", type=int, default=None,
+                    help="a deterministic subset of LFW identities (a quick smoke run)")
+    ap.add_argument("--limit-impostors", type=int, default=None,
+                    help="a deterministic subset of UTKFace images (a quick smoke run)")
     a = ap.parse_args()
-    path = a.out / "fusion_results.json"
+    if a.tag and not all(c.isalnum() or c in "-_" for c in a.tag):
+        ap.error("--tag: letters, digits, - and _ only")
+    suffix = f"_{a.tag}" if a.tag else ""
+    if a.tag:
+        a.no_doc = True
+    path = a.out / f"fusion_results{suffix}.json"
     r: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     if not a.render_only:
         r["created"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         r["machine"] = machine_note()
+        if a.config is not None or a.tag:
+            r["config"] = None if a.config is None else str(a.config)
+            r["tag"] = a.tag
         if not a.skip_accuracy:
             print("per-track accuracy and gates ...", flush=True)
             r["accuracy"] = _finite(accuracy(a))
@@ -1008,9 +1036,11 @@ def main() -> None:
                 r["video_throughput"] = _finite(throughput(a))
         a.out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(r, indent=1))
-    files = plots(r, a.out)
-    report = a.out / "fusion_report.md"
-    report.write_text("# Temporal fusion and quality gates\n\n" + render(r, files))
+    files = plots(r, a.out, suffix)
+    report = a.out / f"fusion_report{suffix}.md"
+    title = "# Temporal fusion and quality gates" + (
+        f" ({a.tag}: `--config {r.get('config')}`)" if a.tag else "")
+    report.write_text(title + "\n\n" + render(r, files))
     written = ([] if a.render_only else [path]) + [report]
     if not a.no_doc:
         rel = os.path.relpath(a.out, a.doc.parent)

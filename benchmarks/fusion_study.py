@@ -31,6 +31,7 @@ research data, not live camera faces: like ``embed_images`` the features are cac
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -66,6 +67,7 @@ from edge.lab.evaluation.datasets import (
     split_of,
 )
 from edge.node.track import Track
+from edge.watchlist.fusion import ModelStats, block_scales
 
 FUSION_CACHE_VERSION = "1"
 AUG_SALT = "edge-fusion-aug-v1"
@@ -249,6 +251,37 @@ def extract_frames(
             np.savez(fh, **{k: getattr(fd, k) for k in FrameData.__dataclass_fields__})
         os.replace(tmp, cfile)
     return fd
+
+
+# ----------------------------------------------------------------------------- recogniser fusion
+
+
+def scale_blocks(fd: FrameData, scales: Sequence[float],
+                 blocks: Sequence[tuple[str, int, int]]) -> FrameData:
+    """``fd`` with block m of every frame embedding (columns lo:hi) scaled by sqrt(scales[m]),
+    as ``edge eval``'s ``_block_sets`` does: the inner product of two scaled rows is then the
+    node's fused score sum_m a_m * cos_m (``edge.watchlist.fusion``). A copy; ``fd`` is kept."""
+    if len(scales) != len(blocks):
+        raise ValueError(f"{len(scales)} block scales for {len(blocks)} blocks")
+    emb = fd.emb.copy()
+    for a, (_, lo, hi) in zip(scales, blocks, strict=True):
+        emb[..., lo:hi] *= np.float32(math.sqrt(float(a)))
+    return dataclasses.replace(fd, emb=emb)
+
+
+def fuse_frames(sets: Sequence[tuple[Any, FrameData]], engine: FaceEngine, exclusions: Any,
+                salt: str, source: str) -> tuple[list[tuple[Any, FrameData]], list[ModelStats] | None]:
+    """For a fused engine: each model's impostor statistics on the calibration half's frame-0
+    embeddings, exactly as ``edge eval`` computes them (``R.fusion_statistics``), and the
+    frames with their blocks scaled so that every dot product is the calibrated fused score.
+    One model: the sets unchanged and no statistics."""
+    blocks = R.recogniser_blocks(engine)
+    if blocks is None:
+        return list(sets), None
+    pools = R.build_pools([(fs, fd.emb[:, 0], fd.ok[:, 0]) for fs, fd in sets], salt)
+    stats = R.fusion_statistics(pools, exclusions, blocks, engine, source)
+    scales = [float(a) for a in block_scales(stats)]
+    return [(fs, scale_blocks(fd, scales, blocks)) for fs, fd in sets], stats
 
 
 # ----------------------------------------------------------------------------- the track rule
@@ -738,6 +771,8 @@ def run_fusion(opts: FusionOptions, engine: FaceEngine | None = None) -> dict[st
                                 pad=opts.pad, cache_dir=opts.cache_dir, use_cache=opts.use_cache,
                                 progress=opts.progress, desc=f"frames {fs.name}"))
             for fs in sets_fs]
+    sets, fusion = fuse_frames(sets, engine, ex, salt,
+                               f"benchmarks/fusion.py {opts.identities.name}: calibration half")
     halves = build_halves(sets, ex, salt)
     N, target = opts.watchlist_size, opts.target_fpir
     req = M.fmr_for_fpir(target, N)
@@ -761,6 +796,11 @@ def run_fusion(opts: FusionOptions, engine: FaceEngine | None = None) -> dict[st
             "gates": [{**g.__dict__} for g in opts.gates],
         },
         "engine": engine_fingerprint(engine),
+        **({} if fusion is None else {"recogniser_fusion": [
+            {"name": st.name, "sha256": st.sha256, "dim": st.dim, "weight": st.weight,
+             "impostor_mean": st.impostor_mean, "impostor_std": st.impostor_std,
+             "impostor_pairs": st.impostor_pairs, "block_scale": float(a), "source": st.source}
+            for st, a in zip(fusion, block_scales(fusion), strict=True)]}),
         "halves": {}, "gates": {}, "tracks": {}, "curves": {},
     }
     # ---- data and gate summaries
