@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from conftest import shared_path
 
 from edge.cli import cli
@@ -94,17 +94,22 @@ def test_calibration_never_sees_the_report_half(real_run) -> None:
     assert both == {D.CALIBRATION, D.REPORT}
 
 
+def _eval_slice(cache: Path, out: Path, *extra: str) -> Result:
+    """`edge eval` on the 60-identity / 80-impostor slice, cleaned labels, quiet."""
+    return CliRunner().invoke(cli, [
+        "eval", "--identities", str(shared_path("lfw_pairs_150")),
+        "--impostors", str(shared_path("utkface_adult_balanced")),
+        "--limit-identities", "60", "--limit-impostors", "80", "--exclusions", "lfw",
+        "--exclusions", "utkface", "--cache-dir", str(cache), "--out", str(out), *extra, "-q"])
+
+
 def test_cli_writes_report_and_config(engine, tmp_path, real_run) -> None:
     _, _, cache = real_run
     cfg = tmp_path / "site.toml"
     cfg.write_text('# my site\n[node]\nnode_id = "cam-7"\n\n[match]\nthreshold = 0.5  # old\n')
     out = tmp_path / "rep"
-    r = CliRunner().invoke(cli, [
-        "eval", "--identities", str(shared_path("lfw_pairs_150")),
-        "--impostors", str(shared_path("utkface_adult_balanced")),
-        "--limit-identities", "60", "--limit-impostors", "80", "--exclusions", "lfw",
-        "--exclusions", "utkface", "--watchlist-size", "1000", "--target-fpir", "1/100",
-        "--cache-dir", str(cache), "--out", str(out), "--write-config", str(cfg), "-q"])
+    r = _eval_slice(cache, out, "--watchlist-size", "1000", "--target-fpir", "1/100",
+                    "--write-config", str(cfg))
     assert r.exit_code == 0, r.output
     assert "calibrated threshold" in r.output and (out / "det.png").is_file()
     data = tomllib.loads(cfg.read_text())
@@ -121,13 +126,8 @@ def test_cli_measures_cohort_normalisation_and_writes_its_threshold(engine, tmp_
     cfg.write_text('[match]\nscore_normalisation = "cohort-clusters"\ncohort_clusters = 2\n'
                    "cohort_fmr = 0.05\nthreshold = 0.5\n")
     out = tmp_path / "rep"
-    r = CliRunner().invoke(cli, [
-        "eval", "--identities", str(shared_path("lfw_pairs_150")),
-        "--impostors", str(shared_path("utkface_adult_balanced")),
-        "--limit-identities", "60", "--limit-impostors", "80", "--exclusions", "lfw",
-        "--exclusions", "utkface", "--watchlist-size", "100", "--target-fpir", "1/10",
-        "--cache-dir", str(cache), "--out", str(out), "--config", str(cfg),
-        "--write-config", str(cfg), "-q"])
+    r = _eval_slice(cache, out, "--watchlist-size", "100", "--target-fpir", "1/10",
+                    "--config", str(cfg), "--write-config", str(cfg))
     assert r.exit_code == 0, r.output
     assert "score normalisation: 2 cohort clusters" in r.output
     res = json.loads((out / "results.json").read_text())

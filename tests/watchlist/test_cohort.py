@@ -10,10 +10,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from conftest import EDGE, on_canvas, shared_path
+from conftest import EDGE
+from enrol_helpers import people_and_strangers, walk_by_clip
 
 from edge.config import load_config
 from edge.errors import WatchlistError
@@ -180,26 +180,8 @@ def test_watchlist_build_with_a_cohort_then_the_normalised_node_alerts(
 
     cfg_file = tmp_path / "norm.toml"
     cfg_file.write_text(NORM_TOML)
-    t1 = cv2.imread(str(sample_images / "t1.jpg"))
-    faces = sorted(engine.faces(t1), key=lambda f: float(f.bbox[0]))
-    people, cohort_dir = tmp_path / "people", tmp_path / "cohort"
-    crops = []
-    for i, f in enumerate(faces):
-        x, y, w, h = (int(v) for v in f.bbox)
-        crop = t1[max(0, y - h // 2):y + h + h // 2, max(0, x - w // 2):x + w + w // 2]
-        crops.append(crop)
-        if i < 3:
-            (people / f"P{i}").mkdir(parents=True)
-            cv2.imwrite(str(people / f"P{i}" / "a.png"), cv2.resize(crop, None, fx=3, fy=3))
     # consented strangers: one photo each of 40 LFW people (2 clusters at FMR 0.05 need 21)
-    lfw = shared_path("lfw_pairs_150")
-    cohort_dir.mkdir()
-    seen: set[str] = set()
-    for line in (lfw / "labels.csv").read_text().splitlines()[1:]:
-        image, identity = line.split(",")[:2]
-        if identity not in seen and len(seen) < 40:
-            seen.add(identity)
-            (cohort_dir / image).write_bytes((lfw / "images" / image).read_bytes())
+    people, cohort_dir, crops = people_and_strangers(engine, sample_images, tmp_path, "cohort")
     key = tmp_path / "k.key"
     build = EDGE + ["watchlist", "build", str(people), "-o", str(tmp_path / "wl"),
                     "--key-file", str(key), "--min-face-px", "20", "--min-sharpness", "0",
@@ -227,11 +209,7 @@ def test_watchlist_build_with_a_cohort_then_the_normalised_node_alerts(
     lifecycle.check_model(wl, cfg)
     with pytest.raises(WatchlistError):
         lifecycle.check_model(wl, load_config())
-    frame = on_canvas(crops[1], scale=220)
-    clip = tmp_path / "clip"
-    clip.mkdir()
-    for k in range(4):
-        cv2.imwrite(str(clip / f"{k:03d}.png"), frame)
+    clip = walk_by_clip(crops[1], tmp_path)
     node = build_node(cfg.model_copy(update={"alerts": cfg.alerts.model_copy(update={"console": False})}),
                       wl)
     node.run(open_source(str(clip), node.ring))

@@ -13,7 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import EDGE, REPO, on_canvas, shared_path
+from conftest import EDGE, REPO
+from enrol_helpers import people_and_strangers, walk_by_clip
 
 from edge.config import load_config
 from edge.errors import ConfigError, WatchlistError
@@ -179,27 +180,9 @@ def test_watchlist_build_with_a_background_set_then_the_node_alerts_with_the_fus
     cfg_file = tmp_path / "fused.toml"
     cfg_file.write_text(f'[[recognizer.fuse]]\nkind = "onnx"\nmodel = "{EDGEFACE}"\n'
                         f'sha256 = "{EDGEFACE_SHA}"\n')
-    t1 = cv2.imread(str(sample_images / "t1.jpg"))
-    faces = sorted(engine.faces(t1), key=lambda f: float(f.bbox[0]))
-    people, background = tmp_path / "people", tmp_path / "background"
-    crops = []
-    for i, f in enumerate(faces):
-        x, y, w, h = (int(v) for v in f.bbox)
-        crop = t1[max(0, y - h // 2):y + h + h // 2, max(0, x - w // 2):x + w + w // 2]
-        crops.append(crop)
-        if i < 3:
-            (people / f"P{i}").mkdir(parents=True)
-            cv2.imwrite(str(people / f"P{i}" / "a.png"), cv2.resize(crop, None, fx=3, fy=3))
     # consented strangers: one photo each of 40 LFW people (one person per image, as the
     # background set's contract says): against 3 entries, 120 impostor pairs, over the 100 needed
-    lfw = shared_path("lfw_pairs_150")
-    background.mkdir()
-    seen: set[str] = set()
-    for line in (lfw / "labels.csv").read_text().splitlines()[1:]:
-        image, identity = line.split(",")[:2]
-        if identity not in seen and len(seen) < 40:
-            seen.add(identity)
-            (background / image).write_bytes((lfw / "images" / image).read_bytes())
+    people, background, crops = people_and_strangers(engine, sample_images, tmp_path, "background")
     key = tmp_path / "k.key"
     r = subprocess.run(EDGE + ["watchlist", "build", str(people), "-o", str(tmp_path / "wl"),
                                "--key-file", str(key), "--config", str(cfg_file),
@@ -216,11 +199,7 @@ def test_watchlist_build_with_a_background_set_then_the_node_alerts_with_the_fus
     # the node, configured with the same two models, finds person P1 walking by
     cfg = load_config(cfg_file)
     lifecycle.check_model(wl, cfg)
-    frame = on_canvas(crops[1], scale=220)
-    clip = tmp_path / "clip"
-    clip.mkdir()
-    for k in range(4):
-        cv2.imwrite(str(clip / f"{k:03d}.png"), frame)
+    clip = walk_by_clip(crops[1], tmp_path)
     node = build_node(cfg.model_copy(update={"alerts": cfg.alerts.model_copy(update={"console": False})}),
                       wl)
     node.run(open_source(str(clip), node.ring))
